@@ -1,0 +1,72 @@
+"""The `sgmerge` typer app: each command is a small module; errors are one line, status 2."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import warnings
+
+import click
+import typer
+
+from mergekit_sg.cli.common import err_console
+from mergekit_sg.cli.demo import demo_cmd
+from mergekit_sg.cli.diff import diff_cmd
+from mergekit_sg.cli.inspect import inspect_cmd
+from mergekit_sg.cli.interpolate import interpolate_cmd
+from mergekit_sg.errors import SgMergeError
+from mergekit_sg.version import TOOLKIT
+
+app = typer.Typer(
+    name="sgmerge",
+    help="Give back the generality a fine-tuned model lost: WiSE-FT merges and their evidence.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("interpolate")(interpolate_cmd)
+app.command("inspect")(inspect_cmd)
+app.command("diff")(diff_cmd)
+app.command("demo")(demo_cmd)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(TOOLKIT)
+        raise typer.Exit()
+
+
+def _warn(message: object, *args: object, **kwargs: object) -> None:
+    err_console.print(f"sgmerge: warning: {message}", highlight=False, markup=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs a command; user errors print one line and return status 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    warnings.showwarning = _warn  # type: ignore[assignment]
+    cmd = typer.main.get_command(app)
+    try:
+        cmd.main(args=args, prog_name="sgmerge", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return 2
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("sgmerge: interrupted", highlight=False)
+        return 130
+    except SgMergeError as e:
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"sgmerge: error: {e}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+
+
+def run() -> None:
+    sys.exit(main())

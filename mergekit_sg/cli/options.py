@@ -1,0 +1,92 @@
+"""One pydantic options model drives the CLI flags: each field becomes a typer option with the
+field's description as help, and the parsed values are validated by the same model."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from mergekit_sg.errors import SgMergeError
+
+
+def _unwrap_optional(ann: Any) -> Any:
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return ann
+
+
+def _option(name: str, field: Any) -> inspect.Parameter:
+    ann = _unwrap_optional(field.annotation)
+    flag = "--" + name.replace("_", "-")
+    help_ = field.description
+    origin = typing.get_origin(ann)
+    if ann is bool:
+        default = bool(field.default)
+        decls = [f"{flag}/--no-{flag[2:]}"] if default else [flag]
+        return _param(name, bool, typer.Option(*decls, help=help_), default)
+    if origin is list:
+        return _param(name, list[str] | None, typer.Option(flag, help=help_))
+    shown = field.default if field.default is not None else False
+    if origin is Literal:
+        return _param(name, ann | None, typer.Option(flag, help=help_, show_default=shown))
+    py = ann if ann in (int, float, str) else str
+    return _param(name, py | None, typer.Option(flag, help=help_, show_default=shown))
+
+
+def _param(name: str, ann: Any, opt: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[ann, opt]
+    )
+
+
+def parse_options(model: type[BaseModel], given: dict[str, Any]) -> BaseModel:
+    """Validate options with the model; errors become one line naming the flag."""
+    try:
+        return model(**given)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise SgMergeError(f"--{loc.replace('_', '-')}: {err['msg']}") from None
+
+
+def with_options(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command taking `options: model` so typer shows the model's fields as flags."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in sig.parameters.values()
+            if p.name != "options"
+        ]
+        fields = model.model_fields
+        extra = [_option(n, f) for n, f in fields.items()]
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            given = {}
+            for n, f in fields.items():
+                v = kwargs.pop(n)
+                if v is None or (isinstance(v, list) and not v):
+                    continue
+                if typing.get_origin(_unwrap_optional(f.annotation)) is bool or v != f.default:
+                    given[n] = v
+            return fn(options=parse_options(model, given), **kwargs)
+
+        params = own + extra
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        del wrapper.__wrapped__  # typer must see the new signature, not fn's
+        return wrapper
+
+    return deco

@@ -1,0 +1,14 @@
+"""The one error type users can act on: the CLI prints it as one line and exits with status 2."""
+
+from __future__ import annotations
+
+
+class SgMergeError(Exception):
+    """An error the user can fix: bad path, key or shape mismatch, malformed file, bad option."""
+
+
+def first_few(items: list[str], n: int = 3) -> str:
+    """Name the first `n` items and how many more, for one-line error messages."""
+    shown = ", ".join(repr(i) for i in items[:n])
+    more = len(items) - n
+    return f"{shown} (and {more} more)" if more > 0 else shown

@@ -1,0 +1,265 @@
+"""A checkpoint as a lazy state-dict tree: names, shapes and dtypes are known at open; tensor
+bytes are read when asked for, in whole or by element range, and not kept."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mergekit_sg.errors import SgMergeError
+from mergekit_sg.io.dtypes import itemsize
+from mergekit_sg.io.hashing import file_sha256
+from mergekit_sg.io.pickle_read import load_pickle_state_dict
+from mergekit_sg.io.reference import Resolved, resolve
+from mergekit_sg.io.safetensors_read import SafetensorsFile
+
+# Prefixes that wrappers add to every key: DataParallel and torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Safetensors metadata key under which our writer records tied names (alias -> kept name).
+TIED_META = "sgmerge.tied"
+
+DIR_LAYOUTS = (
+    ("model.safetensors.index.json", "safetensors-sharded"),
+    ("model.safetensors", "safetensors"),
+    ("open_clip_model.safetensors", "safetensors"),
+    ("pytorch_model.bin.index.json", "pytorch-sharded"),
+    ("pytorch_model.bin", "pytorch"),
+    ("open_clip_pytorch_model.bin", "pytorch"),
+)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What is known about a tensor before reading it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    file_index: int
+    offset: int  # absolute byte offset in a safetensors file; -1 for pickles
+    raw_name: str
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * itemsize(self.dtype)
+
+
+@dataclass
+class Checkpoint:
+    """Lazy view of one checkpoint (single file, sharded directory, pickle or Hub snapshot)."""
+
+    source: Resolved
+    format: str
+    files: list[Path]
+    tensors: dict[str, TensorInfo]
+    aliases: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    _st: list[SafetensorsFile | None] = field(default_factory=list, repr=False)
+    _pt: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def ref(self) -> str:
+        return self.source.ref
+
+    @property
+    def root(self) -> Path:
+        """The directory that holds the side files (config, tokenizer, ...)."""
+        p = self.source.path
+        return p if p.is_dir() else p.parent
+
+    @property
+    def side_dir(self) -> Path | None:
+        return self.source.path if self.source.path.is_dir() else None
+
+    @property
+    def num_params(self) -> int:
+        return sum(t.numel for t in self.tensors.values())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    @property
+    def kind(self) -> str:
+        """'open_clip', 'transformers' or 'torch', from side files and key names."""
+        side = self.side_dir
+        if side is not None and (side / "open_clip_config.json").exists():
+            return "open_clip"
+        names = self.tensors.keys()
+        if "logit_scale" in names and any(n.startswith("visual.") for n in names):
+            return "open_clip"
+        if side is not None and (side / "config.json").exists():
+            return "transformers"
+        return "torch"
+
+    def read(self, name: str) -> torch.Tensor:
+        """The whole tensor (a fresh CPU tensor for safetensors, a mapped view for pickles)."""
+        info = self.tensors[name]
+        if info.offset < 0:
+            return self._pt[info.raw_name]
+        st = self._st[info.file_index]
+        assert st is not None
+        return st.read(info.raw_name)
+
+    def read_flat(
+        self, name: str, start: int, count: int, scratch: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Elements [start, start+count) of the flat tensor; fills `scratch` (uint8) if given."""
+        info = self.tensors[name]
+        if info.offset < 0:
+            t = self._pt[info.raw_name]
+            return t.reshape(-1)[start : start + count]
+        st = self._st[info.file_index]
+        assert st is not None
+        size = itemsize(info.dtype)
+        nbytes = count * size
+        buf = scratch[:nbytes] if scratch is not None else torch.empty(nbytes, dtype=torch.uint8)
+        st.pread_into(info.offset + start * size, buf)
+        return buf.view(info.dtype)
+
+    def file_hashes(self) -> dict[str, str]:
+        return {str(p.relative_to(self.root)): file_sha256(p) for p in self.files}
+
+    def close(self) -> None:
+        for st in self._st:
+            if st is not None:
+                st.close()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_checkpoint(ref: str | Path | Checkpoint) -> Checkpoint:
+    """Open a checkpoint reference lazily: only headers are read here."""
+    if isinstance(ref, Checkpoint):
+        return ref
+    resolved = resolve(str(ref))
+    path = resolved.path
+    if path.is_dir():
+        fmt, files = _dir_layout(path)
+    else:
+        fmt, files = _file_format(path), [path]
+    if fmt.startswith("safetensors"):
+        return _open_safetensors(resolved, fmt, files)
+    return _open_pickles(resolved, fmt, files)
+
+
+def _dir_layout(path: Path) -> tuple[str, list[Path]]:
+    for name, fmt in DIR_LAYOUTS:
+        f = path / name
+        if f.exists():
+            if name.endswith(".index.json"):
+                return fmt, _index_files(f)
+            return fmt, [f]
+    singles = sorted(path.glob("*.safetensors")) or sorted(
+        p for s in PICKLE_SUFFIXES for p in path.glob(f"*{s}")
+    )
+    if len(singles) == 1:
+        return _file_format(singles[0]), singles
+    looked = ", ".join(n for n, _ in DIR_LAYOUTS)
+    if singles:
+        raise SgMergeError(
+            f"{path}: several weight files and no index; pass one file ({singles[0].name}, ...)"
+        )
+    raise SgMergeError(f"{path}: no weights found (looked for {looked}, *.safetensors, *.bin)")
+
+
+def _index_files(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SgMergeError(f"{index}: malformed index (no weight_map)") from None
+    files = []
+    for rel in dict.fromkeys(weight_map.values()):
+        f = index.parent / rel
+        if not f.exists():
+            raise SgMergeError(f"{index}: names shard {rel!r}, which is missing")
+        files.append(f)
+    return sorted(files)
+
+
+def _file_format(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    if path.suffix == ".safetensors":
+        return "safetensors"  # let the parser report what is wrong with it
+    if path.suffix in PICKLE_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80":
+        return "pytorch"
+    raise SgMergeError(
+        f"{path}: unknown checkpoint format (expected .safetensors, .bin, .pt, .pth)"
+    )
+
+
+def _strip_prefix(names: list[str]) -> str:
+    for prefix in WRAPPER_PREFIXES:
+        if names and all(n.startswith(prefix) for n in names):
+            return prefix
+    return ""
+
+
+def _open_safetensors(resolved: Resolved, fmt: str, files: list[Path]) -> Checkpoint:
+    readers = [SafetensorsFile(f) for f in files]
+    raw = [(name, i, e) for i, r in enumerate(readers) for name, e in r.entries.items()]
+    prefix = _strip_prefix([n for n, _, _ in raw])
+    tensors: dict[str, TensorInfo] = {}
+    for name, i, e in raw:
+        key = name[len(prefix) :]
+        if key in tensors:
+            raise SgMergeError(f"{files[i]}: tensor {key!r} appears in more than one shard")
+        tensors[key] = TensorInfo(key, e.shape, e.dtype, i, e.begin, name)
+    metadata = dict(readers[0].metadata) if readers else {}
+    aliases: dict[str, str] = {}
+    if TIED_META in metadata:
+        try:
+            aliases = {k: v for k, v in json.loads(metadata[TIED_META]).items() if v in tensors}
+        except (ValueError, AttributeError):
+            aliases = {}
+    return Checkpoint(resolved, fmt, files, tensors, aliases, metadata, _st=list(readers))
+
+
+def _open_pickles(resolved: Resolved, fmt: str, files: list[Path]) -> Checkpoint:
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        for k, v in load_pickle_state_dict(f).items():
+            if k in state:
+                raise SgMergeError(f"{f}: tensor {k!r} appears in more than one shard")
+            state[k] = v
+    prefix = _strip_prefix(list(state))
+    tensors: dict[str, TensorInfo] = {}
+    pt: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for raw_name, t in state.items():
+        key = raw_name[len(prefix) :]
+        ident = _storage_identity(t)
+        if ident is not None and ident in seen:
+            aliases[key] = seen[ident]
+            continue
+        if ident is not None:
+            seen[ident] = key
+        if not t.is_contiguous():
+            t = t.contiguous()
+        pt[raw_name] = t
+        tensors[key] = TensorInfo(key, tuple(t.shape), t.dtype, 0, -1, raw_name)
+    return Checkpoint(resolved, fmt, files, tensors, aliases, {}, _st=[None] * len(files), _pt=pt)
+
+
+def _storage_identity(t: torch.Tensor) -> tuple | None:
+    """Tensors with the same identity share storage exactly: they are tied."""
+    if t.numel() == 0:
+        return None
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)

@@ -1,0 +1,1 @@
+"""Merging: pure tensor math, per-key rules, the validated plan and the streaming executor."""

@@ -1,0 +1,72 @@
+"""The options of an interpolation: one pydantic model drives the CLI flags, the Python keyword
+arguments and the YAML recipe keys, so a misspelt key is an error everywhere."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mergekit_sg.merge.rules import Side
+
+
+def split_floats(value: object) -> object:
+    """Accept 0.5, '0.2,0.4', ['0.2', '0.4'] or [0.2, 0.4]."""
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)):
+        out: list[object] = []
+        for v in value:
+            if isinstance(v, str):
+                out.extend(p.strip() for p in v.split(",") if p.strip())
+            else:
+                out.append(v)
+        return out
+    return value
+
+
+class InterpolateOptions(BaseModel):
+    """WiSE-FT: theta(alpha) = (1 - alpha) * theta_pretrained + alpha * theta_finetuned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: list[float] = Field(
+        default=[0.5],
+        min_length=1,
+        description="Mixing coefficient(s); 0 = pretrained, 1 = fine-tuned. Comma list for "
+        "several outputs in one pass (written to OUT/alpha-A).",
+    )
+    alpha_for: list[str] = Field(
+        default=[], description="GLOB=VALUE: alpha for matching tensors (repeatable, first wins)."
+    )
+    exclude: list[str] = Field(
+        default=[], description="GLOB of tensors not merged but copied (repeatable)."
+    )
+    only: list[str] = Field(
+        default=[], description="Merge only tensors matching GLOB; copy the rest (repeatable)."
+    )
+    excluded_from: Side = Field(
+        default="finetuned", description="Side that excluded tensors are copied from."
+    )
+    dtype: Literal["float32", "float16", "bfloat16", "float64"] | None = Field(
+        default=None, description="Output dtype of floating tensors (default: the fine-tuned's)."
+    )
+    compute_dtype: Literal["float32", "float64"] = Field(
+        default="float32", description="Dtype the arithmetic is done in."
+    )
+    max_shard_size: str = Field(default="5GB", description="Largest output shard, e.g. 5GB, 2GiB.")
+    device: str = Field(default="cpu", description="Where the math runs: cpu or cuda[:N].")
+    open_clip_model: str | None = Field(
+        default=None,
+        description="open_clip architecture (e.g. ViT-B-16): writes open_clip_config.json.",
+    )
+    side_files: bool = Field(default=True, description="Copy config/tokenizer files.")
+    model_card: bool = Field(default=True, description="Write a README.md model card.")
+    force: bool = Field(default=False, description="Replace an existing destination.")
+
+    @field_validator("alpha", mode="before")
+    @classmethod
+    def _split_alpha(cls, v: object) -> object:
+        return split_floats(v)
