@@ -17,6 +17,15 @@ from mergekit_sg.cli.interpolate import interpolate_cmd
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.version import TOOLKIT
 
+try:  # typer >= 0.2x vendors its own click; catch both kinds of its exceptions
+    from typer._click import exceptions as _vendored
+except ImportError:  # pragma: no cover
+    _vendored = click.exceptions
+
+_EXIT = (click.exceptions.Exit, typer.Exit)
+_CLICK = (click.ClickException, _vendored.ClickException)
+_ABORT = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
+
 app = typer.Typer(
     name="sgmerge",
     help="Give back the generality a fine-tuned model lost: WiSE-FT merges and their evidence.",
@@ -30,14 +39,20 @@ app.command("diff")(diff_cmd)
 app.command("demo")(demo_cmd)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(TOOLKIT)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
-    if version:
-        typer.echo(TOOLKIT)
-        raise typer.Exit()
+    """Options for every command (--debug may also come after the command)."""
 
 
 def _warn(message: object, *args: object, **kwargs: object) -> None:
@@ -53,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cmd.main(args=args, prog_name="sgmerge", standalone_mode=False)
         return 0
-    except click.exceptions.Exit as e:
+    except _EXIT as e:
         return e.exit_code
-    except click.ClickException as e:
+    except _CLICK as e:
         e.show()
         return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except _ABORT:
         err_console.print("sgmerge: interrupted", highlight=False)
         return 130
     except SgMergeError as e:
