@@ -1,0 +1,1 @@
+"""Evaluators: a live model in, named float metrics out, each tagged speciality or generality."""

@@ -1,0 +1,156 @@
+"""Model adapters: a checkpoint reference plus a model spec becomes a live `torch.nn.Module`
+with what evaluation needs beside it (tokenizer, image preprocessing).
+
+Specs: `open_clip:ARCH`, `hf:causal-lm`, `hf:seq-classification`, `hf:encoder`, `hf` (the class
+named in config.json), and `python:module:function` (a user factory called with the path)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mergekit_sg.errors import SgMergeError
+from mergekit_sg.io.checkpoint import open_checkpoint
+from mergekit_sg.io.reference import resolve
+
+HF_TASKS = {
+    "causal-lm": "AutoModelForCausalLM",
+    "seq-classification": "AutoModelForSequenceClassification",
+    "encoder": "AutoModel",
+    "masked-lm": "AutoModelForMaskedLM",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A live module and its companions; `kind` says which evaluators apply."""
+
+    module: torch.nn.Module
+    kind: str  # "open_clip", "hf:causal-lm", "hf:seq-classification", "hf:encoder", "python"
+    spec: str
+    path: Path
+    tokenizer: Any = None
+    preprocess: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.module.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+
+def load_model(spec: str, ref: str | Path, device: str = "cpu") -> LoadedModel:
+    """Build the live model a spec names from a checkpoint reference, in eval mode."""
+    family, _, arg = spec.partition(":")
+    path = resolve(str(ref)).path
+    if family == "hf":
+        lm = _load_hf(arg or "auto", path, spec)
+    elif family == "open_clip":
+        lm = _load_open_clip(arg, path, spec)
+    elif family == "python":
+        lm = _load_python(arg, path, spec)
+    else:
+        raise SgMergeError(
+            f"--model {spec!r}: unknown model spec; use open_clip:ARCH, hf[:TASK] "
+            f"(tasks: {', '.join(HF_TASKS)}) or python:module:function"
+        )
+    lm.module.to(device).eval()
+    return lm
+
+
+def _load_hf(task: str, path: Path, spec: str) -> LoadedModel:
+    import transformers
+
+    if not path.is_dir() or not (path / "config.json").exists():
+        raise SgMergeError(f"{path}: a Hugging Face model needs a directory with config.json")
+    if task == "auto":
+        archs = json.loads((path / "config.json").read_text()).get("architectures") or [""]
+        cls = getattr(transformers, archs[0], None) or transformers.AutoModel
+        task = _task_of(archs[0])
+    else:
+        if task not in HF_TASKS:
+            raise SgMergeError(f"--model {spec!r}: unknown task; choose from {', '.join(HF_TASKS)}")
+        cls = getattr(transformers, HF_TASKS[task])
+    transformers.utils.logging.disable_progress_bar()
+    module = cls.from_pretrained(path)
+    tokenizer = None
+    if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    return LoadedModel(module, f"hf:{task}", spec, path, tokenizer=tokenizer)
+
+
+def _task_of(arch: str) -> str:
+    for suffix, task in (
+        ("ForCausalLM", "causal-lm"),
+        ("ForSequenceClassification", "seq-classification"),
+        ("ForMaskedLM", "masked-lm"),
+    ):
+        if arch.endswith(suffix):
+            return task
+    return "encoder"
+
+
+def _load_open_clip(arch: str, path: Path, spec: str) -> LoadedModel:
+    try:
+        import open_clip
+    except ImportError:
+        raise SgMergeError("open_clip models need: pip install 'mergekit-sg[open_clip]'") from None
+    if path.is_dir() and (path / "open_clip_config.json").exists():
+        module = open_clip.create_model(f"local-dir:{path}")
+        arch = arch or json.loads((path / "open_clip_config.json").read_text()).get(
+            "model_name", ""
+        )
+    else:
+        if not arch or open_clip.get_model_config(arch) is None:
+            raise SgMergeError(
+                f"--model {spec!r}: name an open_clip architecture, e.g. open_clip:ViT-B-16"
+            )
+        module = open_clip.create_model(arch)
+        load_state(module, path)
+    visual = getattr(module, "visual", None)
+    size = getattr(visual, "image_size", 224)
+    mean = getattr(visual, "image_mean", None)
+    std = getattr(visual, "image_std", None)
+    preprocess = open_clip.image_transform(size, is_train=False, mean=mean, std=std)
+    tokenizer = open_clip.get_tokenizer(arch) if arch else open_clip.get_tokenizer("ViT-B-32")
+    return LoadedModel(module, "open_clip", spec, path, tokenizer=tokenizer, preprocess=preprocess)
+
+
+def _load_python(target: str, path: Path, spec: str) -> LoadedModel:
+    mod_name, _, fn_name = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError, ValueError):
+        raise SgMergeError(
+            f"--model {spec!r}: cannot import {target!r} (module:function)"
+        ) from None
+    made = fn(path)
+    if isinstance(made, LoadedModel):
+        return made
+    if not isinstance(made, torch.nn.Module):
+        raise SgMergeError(f"--model {spec!r}: the factory must return a torch.nn.Module")
+    return LoadedModel(made, "python", spec, path)
+
+
+def load_state(module: torch.nn.Module, ref: str | Path) -> None:
+    """Load a checkpoint's tensors (any supported format) into a module, strictly."""
+    with open_checkpoint(ref) as ck:
+        sd = {n: ck.read(n) for n in ck.tensors}
+        for alias, kept in ck.aliases.items():
+            sd[alias] = sd[kept]
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    if missing or unexpected:
+        from mergekit_sg.errors import first_few
+
+        raise SgMergeError(
+            f"{ref}: does not fit the model: missing {first_few(missing) or 'none'}, "
+            f"unexpected {first_few(unexpected) or 'none'}"
+        )
+    module.load_state_dict(sd, strict=True)

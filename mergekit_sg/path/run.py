@@ -1,0 +1,221 @@
+"""`scan` and `lmc`: load the live model once, walk the linear path(s) in memory, record every
+metric in OUT/results.jsonl (resumable), select the best alpha, and optionally write it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mergekit_sg.errors import SgMergeError
+from mergekit_sg.evals.base import Evaluator
+from mergekit_sg.evals.registry import build_evaluator
+from mergekit_sg.io.checkpoint import open_checkpoint
+from mergekit_sg.io.dtypes import user_dtype
+from mergekit_sg.merge.interpolate import InterpolateResult, interpolate
+from mergekit_sg.models.adapters import LoadedModel, load_model
+from mergekit_sg.models.linear_path import LinearPath
+from mergekit_sg.path.alphas import parse_alphas
+from mergekit_sg.path.lmc import PathBarrier, path_barrier
+from mergekit_sg.path.records import RecordStore
+from mergekit_sg.path.scan import ScanResult, scan_path, with_endpoints
+from mergekit_sg.path.select import Rule, Selection, select
+from mergekit_sg.progress import Progress
+
+RESULTS = "results.jsonl"
+
+
+class PathOptions(BaseModel):
+    """What every walk along a linear path needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        description="Model spec: open_clip:ARCH, hf[:TASK] or python:module:function."
+    )
+    eval: list[str] = Field(
+        default=[],
+        description="NAME=KIND:ARG[,key=value] (repeatable); a NAME starting with "
+        "speciality or generality sets the role.",
+    )
+    device: str = Field(default="cpu", description="cpu, cuda[:N] or auto.")
+    compute_dtype: Literal["float32", "float64"] = Field(
+        default="float32", description="Dtype of the interpolation arithmetic."
+    )
+    resume: bool = Field(
+        default=True, description="Skip alphas already recorded in OUT/results.jsonl."
+    )
+
+
+class ScanOptions(PathOptions):
+    """sgmerge scan: speciality and generality along pretrained -> fine-tuned."""
+
+    alphas: str = Field(default="0:1:0.1", description="START:STOP:STEP or a comma list.")
+    select: Rule = Field(default="max-hm", description="max-hm, max-generality or max-speciality.")
+    min_speciality: str | None = Field(
+        default=None,
+        description="Floor for max-generality: absolute, or 0.98x / 98% of the fine-tuned's.",
+    )
+    min_generality: str | None = Field(
+        default=None,
+        description="Floor for max-speciality: absolute, or 0.9x / 90% of the pretrained's.",
+    )
+    write_best: str | None = Field(
+        default=None, description="Write the selected alpha's model here."
+    )
+    force: bool = Field(default=False, description="Replace an existing --write-best destination.")
+
+
+class LmcOptions(PathOptions):
+    """sgmerge lmc: loss along the path(s) and the barrier heights."""
+
+    alphas: str = Field(default="0:1:0.05", description="START:STOP:STEP or a comma list.")
+    metric: str | None = Field(
+        default=None, description="Metric to take barriers on (default: loss/nll)."
+    )
+
+
+def make_options(model: type[BaseModel], options: BaseModel | None, kwargs: dict[str, Any]) -> Any:
+    if options is not None and not kwargs:
+        return options
+    try:
+        base = options.model_dump() if options is not None else {}
+        return model(**{**base, **kwargs})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SgMergeError(f"option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def fingerprint(ref: str | Path) -> str:
+    """A short identity of a checkpoint's weights (SHA-256 over its files' SHA-256s)."""
+    with open_checkpoint(ref) as ck:
+        hashes = ck.file_hashes()
+    h = hashlib.sha256(repr(sorted(hashes.items())).encode()).hexdigest()
+    return h[:16]
+
+
+def _evaluators(specs: list[str], given: list[Evaluator] | None) -> list[Evaluator]:
+    evs = list(given or []) + [build_evaluator(s) for s in specs]
+    if not evs:
+        raise SgMergeError("give at least one --eval NAME=KIND:ARG")
+    names = [e.name for e in evs]
+    if len(set(names)) != len(names):
+        raise SgMergeError(f"--eval names must be unique: {', '.join(names)}")
+    return evs
+
+
+def open_store(out: Path | None, resume: bool) -> RecordStore:
+    """OUT/results.jsonl, continued when resuming, started afresh otherwise."""
+    if out is None:
+        return RecordStore(None)
+    f = out / RESULTS
+    if not resume and f.exists():
+        f.unlink()
+    return RecordStore(f)
+
+
+@dataclass
+class ScanReport:
+    result: ScanResult
+    selection: Selection | None
+    inputs: dict[str, str]
+    refs: dict[str, str]
+    best: InterpolateResult | None = None
+    out: Path | None = None
+    note: str | None = None  # why no alpha was selected
+
+
+def scan(
+    pretrained: str | Path,
+    finetuned: str | Path,
+    out: str | Path | None = None,
+    options: ScanOptions | None = None,
+    evaluators: list[Evaluator] | None = None,
+    progress: Progress | None = None,
+    **kwargs: Any,
+) -> ScanReport:
+    """Evaluate the live model along theta(alpha) for every alpha (endpoints included)."""
+    opts: ScanOptions = make_options(ScanOptions, options, kwargs)
+    evs = _evaluators(opts.eval, evaluators)
+    alphas = with_endpoints(parse_alphas(opts.alphas))
+    out = Path(out) if out is not None else None
+    refs = {"pretrained": str(pretrained), "finetuned": str(finetuned)}
+    inputs = {k: fingerprint(v) for k, v in refs.items()}
+    store = open_store(out, opts.resume)
+    model = load_model(opts.model, pretrained, resolve_device(opts.device))
+    path = LinearPath(
+        model.module, pretrained, finetuned, compute_dtype=user_dtype(opts.compute_dtype)
+    )
+    result = scan_path(path, model, alphas, evs, store, inputs, "pretrained->finetuned", progress)
+    report = ScanReport(result, None, inputs, refs, out=out)
+    try:
+        report.selection = select(result, opts.select, opts.min_speciality, opts.min_generality)
+    except SgMergeError as e:
+        if opts.write_best:
+            raise
+        report.note = str(e)
+    if opts.write_best and report.selection is not None:
+        report.best = interpolate(
+            pretrained, finetuned, opts.write_best, alpha=report.selection.alpha, force=opts.force
+        )
+    return report
+
+
+@dataclass
+class LmcReport:
+    paths: list[ScanResult]
+    barriers: list[PathBarrier] = field(default_factory=list)
+    refs: dict[str, str] = field(default_factory=dict)
+    out: Path | None = None
+
+
+def lmc(
+    checkpoints: list[str | Path],
+    out: str | Path | None = None,
+    options: LmcOptions | None = None,
+    evaluators: list[Evaluator] | None = None,
+    progress: Progress | None = None,
+    **kwargs: Any,
+) -> LmcReport:
+    """Loss along A->B (two checkpoints), or zero-shot->continued, continued->fine-tuned and
+    the direct zero-shot->fine-tuned (three), with each path's barrier."""
+    if len(checkpoints) not in (2, 3):
+        raise SgMergeError(
+            "lmc takes two checkpoints (A B) or three (ZERO_SHOT CONTINUED FINETUNED)"
+        )
+    opts: LmcOptions = make_options(LmcOptions, options, kwargs)
+    evs = _evaluators(opts.eval, evaluators)
+    alphas = with_endpoints(parse_alphas(opts.alphas))
+    out = Path(out) if out is not None else None
+    labels = ["A", "B"] if len(checkpoints) == 2 else ["zero-shot", "continued", "fine-tuned"]
+    refs = dict(zip(labels, map(str, checkpoints), strict=True))
+    prints = {k: fingerprint(v) for k, v in refs.items()}
+    pairs = [(0, 1)] if len(checkpoints) == 2 else [(0, 1), (1, 2), (0, 2)]
+    store = open_store(out, opts.resume)
+    model: LoadedModel = load_model(opts.model, checkpoints[0], resolve_device(opts.device))
+    report = LmcReport([], refs=refs, out=out)
+    for i, j in pairs:
+        a, b = labels[i], labels[j]
+        path = LinearPath(
+            model.module,
+            checkpoints[i],
+            checkpoints[j],
+            compute_dtype=user_dtype(opts.compute_dtype),
+        )
+        res = scan_path(
+            path, model, alphas, evs, store, {a: prints[a], b: prints[b]}, f"{a}->{b}", progress
+        )
+        del path
+        report.paths.append(res)
+        report.barriers.append(path_barrier(res, evs[0].name, opts.metric))
+    return report

@@ -1,0 +1,120 @@
+"""Alpha scans: evaluate a live model at every alpha of the linear path, both endpoints
+included, recording each metric as it is computed so a rerun resumes where it stopped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mergekit_sg.evals.base import Evaluator
+from mergekit_sg.models.adapters import LoadedModel
+from mergekit_sg.models.linear_path import LinearPath
+from mergekit_sg.path.records import Record, RecordStore
+from mergekit_sg.progress import NullProgress, Progress
+
+
+@dataclass(frozen=True)
+class EvalInfo:
+    """What a result needs to know about an evaluator after it ran."""
+
+    name: str
+    role: str
+    primary: str
+    lower_is_better: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, ev: Evaluator) -> EvalInfo:
+        return cls(ev.name, ev.role, ev.primary, frozenset(ev.lower_is_better))
+
+
+@dataclass
+class ScanPoint:
+    alpha: float
+    metrics: dict[str, dict[str, float]]  # evaluator name -> metric -> value
+
+
+@dataclass
+class ScanResult:
+    path: str
+    evals: list[EvalInfo]
+    points: list[ScanPoint] = field(default_factory=list)
+
+    def score(self, point: ScanPoint, role: str) -> float | None:
+        """Mean of the primary metrics of the evaluators with this role, oriented so that
+        higher is better (lower-is-better primaries are negated)."""
+        vals = []
+        for e in self.evals:
+            if e.role != role or e.name not in point.metrics:
+                continue
+            v = point.metrics[e.name].get(e.primary)
+            if v is not None:
+                vals.append(-v if e.primary in e.lower_is_better else v)
+        return sum(vals) / len(vals) if vals else None
+
+    def hm(self, point: ScanPoint) -> float | None:
+        """Harmonic mean of speciality and generality, when both are positive."""
+        s, g = self.score(point, "speciality"), self.score(point, "generality")
+        if s is None or g is None or s <= 0 or g <= 0:
+            return None
+        return 2 * s * g / (s + g)
+
+    def at(self, alpha: float) -> ScanPoint:
+        return min(self.points, key=lambda p: abs(p.alpha - alpha))
+
+    def rows(self) -> list[dict[str, float | None]]:
+        """One flat row per alpha: every metric, then speciality, generality, hm."""
+        out = []
+        for p in self.points:
+            row: dict[str, float | None] = {"alpha": p.alpha}
+            for e in self.evals:
+                for m, v in p.metrics.get(e.name, {}).items():
+                    row[f"{e.name}.{m}"] = v
+            row["speciality"] = self.score(p, "speciality")
+            row["generality"] = self.score(p, "generality")
+            row["hm"] = self.hm(p)
+            out.append(row)
+        return out
+
+
+def with_endpoints(alphas: list[float]) -> list[float]:
+    """Both endpoints are always evaluated: they anchor selection and barriers."""
+    return sorted({round(a, 10) for a in [*alphas, 0.0, 1.0]})
+
+
+def scan_path(
+    path: LinearPath,
+    model: LoadedModel,
+    alphas: list[float],
+    evaluators: list[Evaluator],
+    store: RecordStore | None = None,
+    inputs: dict[str, str] | None = None,
+    path_name: str = "pretrained->finetuned",
+    progress: Progress | None = None,
+) -> ScanResult:
+    """Evaluate every evaluator at every alpha; alphas already in `store` are not recomputed."""
+    store = store or RecordStore(None)
+    inputs = inputs or {}
+    progress = progress or NullProgress()
+    result = ScanResult(path_name, [EvalInfo.of(e) for e in evaluators])
+    progress.start("scan", len(alphas) * len(evaluators), 0)
+    try:
+        for alpha in alphas:
+            point = ScanPoint(alpha, {})
+            for ev in evaluators:
+                cached = store.done(path_name, alpha, ev.name, inputs)
+                if cached is None:
+                    if path.alpha != alpha:
+                        path.set(alpha)
+                    metrics = ev(model)
+                    store.add(
+                        [
+                            Record(path_name, alpha, ev.name, m, v, ev.role, inputs)
+                            for m, v in metrics.items()
+                        ]
+                    )
+                    cached = metrics
+                point.metrics[ev.name] = cached
+                progress.advance(1, 0)
+            result.points.append(point)
+    finally:
+        progress.finish()
+    return result
