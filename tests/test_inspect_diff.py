@@ -46,10 +46,20 @@ def test_inspect_cli_json_and_table(llama_pair) -> None:
 
 
 def test_diff_distances_are_exact(tmp_path: Path) -> None:
-    a = {"enc.layer.0.w": torch.tensor([3.0, 4.0]), "enc.layer.1.w": torch.tensor([1.0, 0.0]),
-         "head.w": torch.tensor([2.0]), "only_a": torch.zeros(1), "s": torch.zeros(2)}
-    b = {"enc.layer.0.w": torch.tensor([3.0, 5.0]), "enc.layer.1.w": torch.tensor([1.0, 0.0]),
-         "head.w": torch.tensor([4.0]), "only_b": torch.zeros(1), "s": torch.zeros(3)}
+    a = {
+        "enc.layer.0.w": torch.tensor([3.0, 4.0]),
+        "enc.layer.1.w": torch.tensor([1.0, 0.0]),
+        "head.w": torch.tensor([2.0]),
+        "only_a": torch.zeros(1),
+        "s": torch.zeros(2),
+    }
+    b = {
+        "enc.layer.0.w": torch.tensor([3.0, 5.0]),
+        "enc.layer.1.w": torch.tensor([1.0, 0.0]),
+        "head.w": torch.tensor([4.0]),
+        "only_b": torch.zeros(1),
+        "s": torch.zeros(3),
+    }
     save_file(a, tmp_path / "a.safetensors")
     save_file(b, tmp_path / "b.safetensors")
     rep = diff_checkpoints(tmp_path / "a.safetensors", tmp_path / "b.safetensors")

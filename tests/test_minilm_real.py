@@ -3,6 +3,7 @@ copy, it loads in transformers and its embeddings move between the endpoints' em
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,8 @@ def test_real_weights_merge_moves_embeddings_between_endpoints(minilm_pair, tmp_
     to_ft = [r.cos_to_finetuned for r in rows]
     assert to_pre[0] == pytest.approx(1.0, abs=1e-6) and to_ft[-1] == pytest.approx(1.0, abs=1e-6)
     assert to_pre[-1] < 0.999 and to_ft[0] < 0.999  # the endpoints really differ
-    assert all(x > y for x, y in zip(to_pre, to_pre[1:], strict=False))  # leaves pretrained
-    assert all(x < y for x, y in zip(to_ft, to_ft[1:], strict=False))  # approaches fine-tuned
+    assert all(x > y for x, y in pairwise(to_pre))  # leaves pretrained
+    assert all(x < y for x, y in pairwise(to_ft))  # approaches fine-tuned
 
 
 def test_real_weights_midpoint_embedding_lies_between(minilm_pair, tmp_path) -> None:
