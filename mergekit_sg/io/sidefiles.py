@@ -35,6 +35,7 @@ SIDE_FILES = (
     "config_sentence_transformers.json",
     "1_Pooling/config.json",
     "2_Normalize/config.json",
+    "sgmerge_head.json",
 )
 _CONFIG_DTYPE = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ HF_TASKS = {
     "seq-classification": "AutoModelForSequenceClassification",
     "encoder": "AutoModel",
     "masked-lm": "AutoModelForMaskedLM",
+    "embedding-classifier": "",  # mergekit_sg.models.embedding_classifier
 }
 
 
@@ -37,6 +39,7 @@ class LoadedModel:
     tokenizer: Any = None
     preprocess: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    rename: Callable[[str], str] | None = None  # live parameter name -> name in the checkpoint
 
     @property
     def device(self) -> torch.device:
@@ -68,6 +71,16 @@ def _load_hf(task: str, path: Path, spec: str) -> LoadedModel:
 
     if not path.is_dir() or not (path / "config.json").exists():
         raise SgMergeError(f"{path}: a Hugging Face model needs a directory with config.json")
+    from mergekit_sg.models import embedding_classifier as ec
+
+    if task == "embedding-classifier" or (task == "auto" and (path / ec.HEAD_FILE).exists()):
+        if not (path / ec.HEAD_FILE).exists():
+            raise SgMergeError(f"{path}: no {ec.HEAD_FILE}; it is not an embedding classifier")
+        module = ec.load_embedding_classifier(path)
+        tok = transformers.AutoTokenizer.from_pretrained(path)
+        return LoadedModel(
+            module, "hf:embedding-classifier", spec, path, tokenizer=tok, rename=ec.checkpoint_name
+        )
     if task == "auto":
         archs = json.loads((path / "config.json").read_text()).get("architectures") or [""]
         cls = getattr(transformers, archs[0], None) or transformers.AutoModel

@@ -8,7 +8,7 @@ there is no drift; nothing is allocated per alpha beyond one tensor's scratch.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -74,11 +74,14 @@ class LinearPath:
         theta_b: str | Path | Checkpoint | Mapping[str, torch.Tensor],
         names: list[str] | None = None,
         compute_dtype: torch.dtype = torch.float32,
+        rename: Callable[[str], str] | None = None,
     ) -> None:
         self.module = module
-        self.live = live_tensors(module)
+        live = live_tensors(module)
         if names is not None:
-            self.live = {n: self.live[n] for n in names}
+            live = {n: live[n] for n in names}
+        rename = rename or (lambda n: n)
+        self.live = {rename(n): t for n, t in live.items()}  # keyed by checkpoint name
         dev = next(iter(self.live.values())).device if self.live else torch.device("cpu")
         keys = list(self.live)
         self.a = _endpoint(theta_a, keys, dev)

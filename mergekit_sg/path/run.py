@@ -154,7 +154,11 @@ def scan(
     store = open_store(out, opts.resume)
     model = load_model(opts.model, pretrained, resolve_device(opts.device))
     path = LinearPath(
-        model.module, pretrained, finetuned, compute_dtype=user_dtype(opts.compute_dtype)
+        model.module,
+        pretrained,
+        finetuned,
+        compute_dtype=user_dtype(opts.compute_dtype),
+        rename=model.rename,
     )
     result = scan_path(path, model, alphas, evs, store, inputs, "pretrained->finetuned", progress)
     report = ScanReport(result, None, inputs, refs, out=out)
@@ -211,6 +215,7 @@ def lmc(
             checkpoints[i],
             checkpoints[j],
             compute_dtype=user_dtype(opts.compute_dtype),
+            rename=model.rename,
         )
         res = scan_path(
             path, model, alphas, evs, store, {a: prints[a], b: prints[b]}, f"{a}->{b}", progress
