@@ -14,6 +14,7 @@ from mergekit_sg.cli.demo import demo_cmd
 from mergekit_sg.cli.diff import diff_cmd
 from mergekit_sg.cli.inspect import inspect_cmd
 from mergekit_sg.cli.interpolate import interpolate_cmd
+from mergekit_sg.cli.scan import lmc_cmd, scan_cmd
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.version import TOOLKIT
 
@@ -36,6 +37,8 @@ app = typer.Typer(
 app.command("interpolate")(interpolate_cmd)
 app.command("inspect")(inspect_cmd)
 app.command("diff")(diff_cmd)
+app.command("scan")(scan_cmd)
+app.command("lmc")(lmc_cmd)
 app.command("demo")(demo_cmd)
 
 

@@ -1,0 +1,55 @@
+"""`sgmerge scan` and `sgmerge lmc`: walk the linear path in memory and report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mergekit_sg.cli.common import console
+from mergekit_sg.cli.options import with_options
+from mergekit_sg.path.run import LmcOptions, ScanOptions, lmc, scan
+from mergekit_sg.progress import make_progress
+from mergekit_sg.report import lmc_table, scan_table, write_lmc_outputs, write_scan_outputs
+
+
+@with_options(ScanOptions)
+def scan_cmd(
+    pretrained: Annotated[str, typer.Argument(help="Pretrained (zero-shot) checkpoint.")],
+    finetuned: Annotated[str, typer.Argument(help="Fine-tuned checkpoint.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results and plots.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    *,
+    options: ScanOptions,
+) -> None:
+    """Evaluate speciality and generality at every alpha, pick the best, plot the trade-off."""
+    report = scan(pretrained, finetuned, out, options, progress=make_progress(quiet))
+    console.print(scan_table(report))
+    files = write_scan_outputs(report, out)
+    if report.selection:
+        console.print(
+            f"selected alpha = [bold]{report.selection.alpha:g}[/] ({report.selection.reason})"
+        )
+    elif report.note:
+        console.print(f"[yellow]no alpha selected[/]: {report.note}")
+    if report.best:
+        console.print(f"wrote the selected model to [bold]{report.best.out}[/]")
+    console.print(f"results: {out / 'results.jsonl'}, " + ", ".join(str(f) for f in files))
+
+
+@with_options(LmcOptions)
+def lmc_cmd(
+    checkpoints: Annotated[
+        list[str], typer.Argument(help="A B, or ZERO_SHOT CONTINUED FINETUNED (both paths).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results and plots.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    *,
+    options: LmcOptions,
+) -> None:
+    """Loss along the linear path(s) and the barrier height, max of L(alpha) above the chord."""
+    report = lmc(checkpoints, out, options, progress=make_progress(quiet))
+    console.print(lmc_table(report))
+    files = write_lmc_outputs(report, out)
+    console.print(f"results: {out / 'results.jsonl'}, " + ", ".join(str(f) for f in files))
