@@ -101,3 +101,15 @@ def test_quadratic_penalty() -> None:
     assert float(quadratic_penalty(w, w1, None)) == pytest.approx(1 + 4 + 1)
     f = {"h": torch.tensor([2.0, 0.5]), "b": torch.tensor([3.0])}
     assert float(quadratic_penalty(w, w1, f)) == pytest.approx(2 + 2 + 3)
+
+
+def test_few_shot_protocol() -> None:
+    from mergekit_sg.tune.fewshot import base_novel, few_shot, harmonic_mean
+
+    assert base_novel(["a", "b", "c", "d", "e"]) == ([0, 1, 2], [3, 4])
+    labels = [i % 5 for i in range(100)]
+    pick = few_shot(labels, 4, seed=1, keep=[0, 1, 2])
+    assert len(pick) == 12 and {labels[i] for i in pick} == {0, 1, 2}
+    assert pick == few_shot(labels, 4, seed=1, keep=[0, 1, 2])  # seeded
+    assert pick != few_shot(labels, 4, seed=2, keep=[0, 1, 2])
+    assert harmonic_mean(0.8, 0.6) == pytest.approx(2 * 0.8 * 0.6 / 1.4)
