@@ -14,6 +14,8 @@ from mergekit_sg.cli.demo import demo_cmd
 from mergekit_sg.cli.diff import diff_cmd
 from mergekit_sg.cli.inspect import inspect_cmd
 from mergekit_sg.cli.interpolate import interpolate_cmd
+from mergekit_sg.cli.push import push_cmd
+from mergekit_sg.cli.run import run_cmd
 from mergekit_sg.cli.scan import lmc_cmd, scan_cmd
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.version import TOOLKIT
@@ -40,6 +42,8 @@ app.command("diff")(diff_cmd)
 app.command("scan")(scan_cmd)
 app.command("lmc")(lmc_cmd)
 app.command("demo")(demo_cmd)
+app.command("push")(push_cmd)
+app.command("run")(run_cmd)
 
 
 def _print_version(value: bool) -> None:

@@ -10,10 +10,11 @@ import typer
 
 from mergekit_sg.cli.common import command_line, console, human_bytes
 from mergekit_sg.cli.options import with_options
+from mergekit_sg.cli.push import print_push
 from mergekit_sg.io.dtypes import itemsize
-from mergekit_sg.merge.interpolate import interpolate
 from mergekit_sg.merge.options import InterpolateOptions
 from mergekit_sg.progress import make_progress
+from mergekit_sg.workflows import interpolate_and_push
 
 
 @with_options(InterpolateOptions)
@@ -31,7 +32,7 @@ def interpolate_cmd(
 ) -> None:
     """WiSE-FT: theta = (1 - alpha) * PRETRAINED + alpha * FINETUNED, streamed to safetensors."""
     t0 = time.perf_counter()
-    res = interpolate(
+    res, push = interpolate_and_push(
         pretrained, finetuned, out, options, progress=make_progress(quiet), command=command_line()
     )
     if quiet:
@@ -45,3 +46,5 @@ def interpolate_cmd(
         f"{n} tensors ({copied} copied), {human_bytes(nbytes)} per output, "
         f"{len(res.outputs)} output(s) in {time.perf_counter() - t0:.1f} s"
     )
+    if push is not None:
+        print_push(push)

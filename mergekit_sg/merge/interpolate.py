@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.atomic import atomic_directory, check_destination
+from mergekit_sg.io.card import RECIPE_FILE, CardExtras
 from mergekit_sg.io.checkpoint import TIED_META, Checkpoint, open_checkpoint
 from mergekit_sg.io.safetensors_write import (
     OutSpec,
@@ -99,11 +100,13 @@ def interpolate(
     options: InterpolateOptions | None = None,
     progress: Progress | None = None,
     command: str | None = None,
+    extras: CardExtras | None = None,
     **kwargs: Any,
 ) -> InterpolateResult:
     """theta(alpha) = (1 - alpha) * pretrained + alpha * finetuned, written to `out`.
 
-    With several alphas, each model goes to `out/alpha-A`; inputs are still read once."""
+    With several alphas, each model goes to `out/alpha-A`; inputs are still read once.
+    `extras` (the recipe file that asked for this, evidence) goes into every output's card."""
     opts = options_from(options, kwargs)
     out = Path(out)
     check_destination(out, opts.force)
@@ -134,7 +137,7 @@ def interpolate(
                     final = plan_files(base, specs, max_bytes, _metadata(recipe, plan))
                     w.rewrite_headers(final)
                     w.close()
-                    _finish_dir(d, base, final, specs, recipe, pre, ft, opts, command)
+                    _finish_dir(d, base, final, specs, recipe, pre, ft, opts, command, extras)
             finally:
                 for w in writers:
                     w.close(sync=False)
@@ -144,6 +147,8 @@ def interpolate(
                     "outputs": {f"{a:g}": d.name for a, d in zip(plan.alphas, dirs, strict=True)},
                 }
                 (tmp / "sgmerge.json").write_text(json.dumps(manifest, indent=2) + "\n")
+                if extras is not None and extras.recipe_yaml:
+                    (tmp / RECIPE_FILE).write_text(extras.recipe_yaml)
     finally:
         pre.close()
         ft.close()
@@ -160,8 +165,9 @@ def _finish_dir(
     ft: Checkpoint,
     opts: InterpolateOptions,
     command: str | None,
+    extras: CardExtras | None,
 ) -> None:
-    """Index, side files, open_clip config and model card next to the weights."""
+    """Index, side files, open_clip config, recipe file and model card next to the weights."""
     if len(layouts) > 1:
         (d / f"{base}.safetensors.index.json").write_text(
             index_json(layouts, specs, {"sgmerge.recipe": json.dumps(recipe, sort_keys=True)})
@@ -172,5 +178,7 @@ def _finish_dir(
         copy_side_files(ft.side_dir, d, user_dtype(opts.dtype) if opts.dtype else None)
     if opts.open_clip_model and not (d / "open_clip_config.json").exists():
         write_open_clip_config(d, opts.open_clip_model)
+    if extras is not None and extras.recipe_yaml:
+        (d / RECIPE_FILE).write_text(extras.recipe_yaml)
     if opts.model_card:
-        write_card(d, recipe, pre, ft, command)
+        write_card(d, recipe, pre, ft, command, extras)

@@ -65,6 +65,14 @@ class InterpolateOptions(BaseModel):
     side_files: bool = Field(default=True, description="Copy config/tokenizer files.")
     model_card: bool = Field(default=True, description="Write a README.md model card.")
     force: bool = Field(default=False, description="Replace an existing destination.")
+    push_to_hub: str | None = Field(
+        default=None,
+        description="After the merge completes, upload the output to this Hub repo (org/name) "
+        "in one commit; the token comes from HF_TOKEN or the saved login.",
+    )
+    private: bool = Field(
+        default=False, description="Create the --push-to-hub repo as private if it is new."
+    )
 
     @field_validator("alpha", mode="before")
     @classmethod

@@ -8,7 +8,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mergekit_sg.io.card import front_matter, pipeline_for, recipe_block, render_card
+from mergekit_sg.io.card import (
+    CardExtras,
+    evidence_section,
+    front_matter,
+    pipeline_for,
+    recipe_block,
+    recipe_file_section,
+    render_card,
+)
 from mergekit_sg.io.checkpoint import Checkpoint
 from mergekit_sg.version import TOOLKIT
 
@@ -20,6 +28,8 @@ def source_record(ck: Checkpoint, hashes: dict[str, str] | None) -> dict[str, An
     rec: dict[str, Any] = {"ref": ck.ref, "format": ck.format}
     if ck.source.hub_id:
         rec.update(hub_id=ck.source.hub_id, revision=ck.source.revision, commit=ck.source.commit)
+        if ck.source.hub_path:
+            rec["hub_path"] = ck.source.hub_path
     rec["sha256"] = (
         hashes
         if hashes is not None
@@ -66,9 +76,15 @@ def _license(ck: Checkpoint) -> str | None:
 
 
 def write_card(
-    dest: Path, recipe: dict[str, Any], pre: Checkpoint, ft: Checkpoint, command: str | None
+    dest: Path,
+    recipe: dict[str, Any],
+    pre: Checkpoint,
+    ft: Checkpoint,
+    command: str | None,
+    extras: CardExtras | None = None,
 ) -> None:
-    """README.md for a merged model: Hub front matter, the method, the sources, the recipe."""
+    """README.md for a merged model: Hub front matter, the method, the evidence for the alpha
+    (scan or LMC table and plot, when given), the sources, the recipe file and the recipe."""
     config = None
     if (dest / "config.json").exists():
         config = json.loads((dest / "config.json").read_text())
@@ -100,9 +116,14 @@ def write_card(
         s = recipe["sources"][role]
         for f, h in s["sha256"].items():
             src_lines.append(f"| {role} | `{s['ref']}` | {s.get('commit') or '-'} | {f} | `{h}` |")
-    sections = [("Method", method), ("Sources", "\n".join(src_lines))]
+    extras = extras or CardExtras()
+    sections = [("Method", method)]
+    sections += [evidence_section(ev, dest) for ev in extras.evidence]
+    sections.append(("Sources", "\n".join(src_lines)))
     if command:
         sections.append(("Reproduce", f"```\n{command}\n```"))
+    if (recipe_file := recipe_file_section(extras)) is not None:
+        sections.append(recipe_file)
     sections.append(("Recipe", f"Made with {TOOLKIT}.\n\n{recipe_block(recipe)}"))
     title = f"WiSE-FT merge (alpha={alpha:g}) of {ft.ref}"
     (dest / "README.md").write_text(render_card(meta, title, sections))

@@ -1,0 +1,171 @@
+"""Pushing an output folder to the Hugging Face Hub: the repo is created if needed (private on
+request) and every file goes up in one commit. The token is huggingface_hub's own (HF_TOKEN or
+the saved login): this module never reads, prints or stores it, and its errors never quote it.
+Downloads are the other way round, in io/reference.py."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mergekit_sg.errors import SgMergeError
+from mergekit_sg.io.atomic import TMP_TAG
+from mergekit_sg.io.card import check_card
+from mergekit_sg.io.reference import (
+    hub_http_error,
+    quiet_unless_terminal,
+    transport_errors,
+    unreachable,
+)
+from mergekit_sg.version import TOOLKIT
+
+# Folder entries that are never uploaded: VCS and cache folders, our temporaries.
+SKIPPED_NAMES = {".git", ".cache", "__pycache__", ".DS_Store", ".ipynb_checkpoints"}
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    """One file of a push: where it goes in the repo, where it is here, and its size."""
+
+    path_in_repo: str
+    local: Path
+    size: int
+
+
+@dataclass
+class PushResult:
+    """What a push did (or, for a dry run, would do)."""
+
+    repo_id: str
+    revision: str
+    files: list[UploadFile]
+    dry_run: bool = False
+    commit_url: str | None = None
+    commit_oid: str | None = None
+    private: bool | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def check_repo_id(repo_id: str) -> str:
+    """A repo id the Hub accepts (`org/name` or `name`), checked locally."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise SgMergeError(f"{repo_id!r} is not a Hub repo id (org/name): {e}") from None
+    return repo_id
+
+
+def require_token() -> None:
+    """Fail before any work when no token is in the usual places (HF_TOKEN, the saved login)."""
+    from huggingface_hub import get_token
+
+    if get_token() is None:
+        raise SgMergeError(
+            "not logged in to the Hub: set HF_TOKEN to a token with write access, "
+            "or run `hf auth login`"
+        )
+
+
+def preflight(repo_id: str) -> None:
+    """The checks a push needs, run before a long merge so it does not fail at the end."""
+    check_repo_id(repo_id)
+    require_token()
+
+
+def _skipped(rel: Path) -> bool:
+    return any(p in SKIPPED_NAMES or TMP_TAG in p for p in rel.parts)
+
+
+def plan_upload(folder: str | Path) -> list[UploadFile]:
+    """Every file under `folder` that a push uploads, in path order."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise SgMergeError(f"{root}: not a directory (push uploads an output folder)")
+    files = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and not _skipped(rel):
+            files.append(UploadFile(rel.as_posix(), p, p.stat().st_size))
+    if not files:
+        raise SgMergeError(f"{root}: nothing to push (the folder has no files)")
+    return files
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    revision: str = "main",
+    commit_message: str | None = None,
+    private: bool = False,
+    dry_run: bool = False,
+    endpoint: str | None = None,
+) -> PushResult:
+    """Upload `folder` to the model repo `repo_id` in one commit, creating the repo if needed.
+
+    A dry run lists the files and sizes and makes no network call. The card (README.md), if
+    any, is checked locally first so a bad card does not fail after the upload."""
+    check_repo_id(repo_id)
+    files = plan_upload(folder)
+    card = Path(folder) / "README.md"
+    if card.is_file():
+        check_card(card)
+    result = PushResult(repo_id, revision, files, dry_run=dry_run, private=private or None)
+    if dry_run:
+        return result
+    require_token()
+    message = commit_message or f"Upload {Path(folder).resolve().name} ({TOOLKIT})"
+    try:
+        with quiet_unless_terminal():
+            _push(result, message, endpoint)
+    except SgMergeError:
+        raise
+    except transport_errors() as e:
+        raise SgMergeError(f"push to {repo_id}: {unreachable(e)}") from None
+    except Exception as e:
+        raise SgMergeError(f"push to {repo_id}: {_push_error(e)}") from None
+    return result
+
+
+def _push(result: PushResult, message: str, endpoint: str | None) -> None:
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(endpoint=endpoint)
+    url = api.create_repo(result.repo_id, private=bool(result.private), exist_ok=True)
+    result.repo_id = url.repo_id or result.repo_id
+    if result.private:
+        info = api.model_info(result.repo_id)
+        if not info.private:
+            msg = f"{result.repo_id} exists and is public; --private only applies to new repos"
+            result.warnings.append(msg)
+            warnings.warn(msg, stacklevel=3)
+    if result.revision != "main":
+        api.create_branch(result.repo_id, branch=result.revision, exist_ok=True)
+    ops = [CommitOperationAdd(f.path_in_repo, str(f.local)) for f in result.files]
+    info = api.create_commit(result.repo_id, ops, commit_message=message, revision=result.revision)
+    result.commit_url, result.commit_oid = info.commit_url, info.oid
+
+
+def _push_error(e: Exception) -> str:
+    """One line for a failed push: what the Hub said and what to do."""
+    from huggingface_hub import errors as hf_errors
+
+    if isinstance(e, hf_errors.RevisionNotFoundError):
+        return "the branch to push to does not exist and could not be created"
+    if isinstance(e, hf_errors.RepositoryNotFoundError):
+        return (
+            "the repo was not found after creating it: the token may lack write access "
+            "to this namespace"
+        )
+    if isinstance(e, hf_errors.HfHubHTTPError):
+        return hub_http_error(e)
+    if isinstance(e, ValueError):  # e.g. the Hub rejected README.md metadata
+        return " ".join(str(e).split())
+    raise e
