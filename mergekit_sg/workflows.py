@@ -8,11 +8,13 @@ from pathlib import Path
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.hub import PushResult, preflight, push_folder
-from mergekit_sg.io.card import CardExtras
+from mergekit_sg.io.card import CardExtras, Evidence
 from mergekit_sg.merge.interpolate import InterpolateResult, interpolate
 from mergekit_sg.merge.options import InterpolateOptions
+from mergekit_sg.path.run import LmcOptions, LmcReport, ScanOptions, ScanReport, lmc, scan
 from mergekit_sg.progress import Progress
 from mergekit_sg.recipe import RecipeContext, RecipeResult, register_recipe_command
+from mergekit_sg.report import write_lmc_outputs, write_scan_outputs
 
 
 def push_output(out: Path, repo_id: str, private: bool, message: str) -> PushResult:
@@ -80,4 +82,97 @@ register_recipe_command(
     _interpolate_recipe,
     inputs=("pretrained", "finetuned"),
     help="WiSE-FT: theta = (1 - alpha) * pretrained + alpha * finetuned, to `out`.",
+)
+
+
+def scan_command(
+    pretrained: str | Path,
+    finetuned: str | Path,
+    out: str | Path,
+    options: ScanOptions | None = None,
+    progress: Progress | None = None,
+    evaluators: list | None = None,
+    **kwargs: object,
+) -> ScanReport:
+    """`sgmerge scan`: the in-memory scan, its report files, and with --write-best the selected
+    model, whose card carries the scan table and the trade-off plot as evidence."""
+    out = Path(out)
+    report = scan(pretrained, finetuned, out, options, evaluators, progress, **kwargs)
+    opts = options if options is not None else ScanOptions(**kwargs)  # type: ignore[arg-type]
+    write_scan_outputs(report, out)
+    if opts.write_best and report.selection is not None:
+        plot = out / "tradeoff.png"
+        evidence = Evidence(
+            title=f"Why alpha = {report.selection.alpha:g}: the alpha scan",
+            rows=report.result.rows(),
+            plot=plot if plot.exists() else None,
+            note=f"Selected by {report.selection.reason}.",
+        )
+        report.best = interpolate(
+            pretrained,
+            finetuned,
+            opts.write_best,
+            alpha=report.selection.alpha,
+            force=opts.force,
+            extras=CardExtras(evidence=(evidence,)),
+        )
+    return report
+
+
+def lmc_command(
+    checkpoints: list[str | Path],
+    out: str | Path,
+    options: LmcOptions | None = None,
+    progress: Progress | None = None,
+    evaluators: list | None = None,
+    **kwargs: object,
+) -> LmcReport:
+    """`sgmerge lmc`: losses along the path(s), barriers, and the report files."""
+    out = Path(out)
+    report = lmc(checkpoints, out, options, evaluators, progress, **kwargs)
+    write_lmc_outputs(report, out)
+    return report
+
+
+def _scan_recipe(
+    inputs: dict[str, str], out: Path | None, options: ScanOptions, ctx: RecipeContext
+) -> RecipeResult:
+    assert out is not None
+    rep = scan_command(inputs["pretrained"], inputs["finetuned"], out, options, ctx.progress)
+    lines = [f"scan results in {out}"]
+    if rep.selection:
+        lines.append(f"selected alpha = {rep.selection.alpha:g} ({rep.selection.reason})")
+    outputs = [out] + ([rep.best.out] if rep.best else [])
+    return RecipeResult(outputs=outputs, lines=lines)
+
+
+def _lmc_recipe(
+    inputs: dict[str, str], out: Path | None, options: LmcOptions, ctx: RecipeContext
+) -> RecipeResult:
+    assert out is not None
+    rep = lmc_command(list(inputs.values()), out, options, ctx.progress)
+    lines = [f"{b.path}: barrier {b.height:.4g} at alpha {b.at:g}" for b in rep.barriers]
+    return RecipeResult(outputs=[out], lines=lines)
+
+
+register_recipe_command(
+    "scan",
+    ScanOptions,
+    _scan_recipe,
+    inputs=("pretrained", "finetuned"),
+    help="Speciality and generality along alpha, the best alpha, plots; --write-best writes it.",
+)
+register_recipe_command(
+    "lmc",
+    LmcOptions,
+    _lmc_recipe,
+    inputs=("a", "b"),
+    help="Loss along the linear path from a to b and its barrier.",
+)
+register_recipe_command(
+    "lmc-mergetune",
+    LmcOptions,
+    _lmc_recipe,
+    inputs=("zero_shot", "continued", "finetuned"),
+    help="Both paths of a continued model and the direct path, with their barriers.",
 )

@@ -132,12 +132,14 @@ def test_scan_records_and_resumes(llama_pair, tmp_path: Path) -> None:
     assert again.result.points[1].metrics == rep.result.points[1].metrics
 
 
-def test_write_best(llama_pair, tmp_path: Path) -> None:
+def test_write_best_carries_the_scan_as_evidence(llama_pair, tmp_path: Path) -> None:
+    from mergekit_sg.workflows import scan_command
+
     pre, ft = llama_pair["pre_f32"], llama_pair["ft_f32"]
-    rep = scan(
+    rep = scan_command(
         pre,
         ft,
-        None,
+        tmp_path / "scan",
         model="hf:causal-lm",
         alphas="0:1:0.5",
         eval=[
@@ -148,6 +150,13 @@ def test_write_best(llama_pair, tmp_path: Path) -> None:
         write_best=str(tmp_path / "best"),
     )
     assert rep.best is not None and rep.best.outputs == {rep.selection.alpha: tmp_path / "best"}
+    card = (tmp_path / "best/README.md").read_text()
+    assert "the alpha scan" in card
+    pngs = list((tmp_path / "best").glob("*.png"))
+    assert len(pngs) == 1 and f"]({pngs[0].name})" in card
+    from mergekit_sg.io.card import check_card
+
+    check_card(tmp_path / "best/README.md")
 
 
 def test_lmc_three_points(llama_pair, tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ import typer
 
 from mergekit_sg.cli.common import console
 from mergekit_sg.cli.options import with_options
-from mergekit_sg.path.run import LmcOptions, ScanOptions, lmc, scan
+from mergekit_sg.path.run import LmcOptions, ScanOptions
 from mergekit_sg.progress import make_progress
-from mergekit_sg.report import lmc_table, scan_table, write_lmc_outputs, write_scan_outputs
+from mergekit_sg.report import lmc_table, scan_table
+from mergekit_sg.workflows import lmc_command, scan_command
 
 
 @with_options(ScanOptions)
@@ -24,9 +25,8 @@ def scan_cmd(
     options: ScanOptions,
 ) -> None:
     """Evaluate speciality and generality at every alpha, pick the best, plot the trade-off."""
-    report = scan(pretrained, finetuned, out, options, progress=make_progress(quiet))
+    report = scan_command(pretrained, finetuned, out, options, make_progress(quiet))
     console.print(scan_table(report))
-    files = write_scan_outputs(report, out)
     if report.selection:
         console.print(
             f"selected alpha = [bold]{report.selection.alpha:g}[/] ({report.selection.reason})"
@@ -35,7 +35,7 @@ def scan_cmd(
         console.print(f"[yellow]no alpha selected[/]: {report.note}")
     if report.best:
         console.print(f"wrote the selected model to [bold]{report.best.out}[/]")
-    console.print(f"results: {out / 'results.jsonl'}, " + ", ".join(str(f) for f in files))
+    console.print(f"results, CSV and plots in {out}/")
 
 
 @with_options(LmcOptions)
@@ -49,7 +49,6 @@ def lmc_cmd(
     options: LmcOptions,
 ) -> None:
     """Loss along the linear path(s) and the barrier height, max of L(alpha) above the chord."""
-    report = lmc(checkpoints, out, options, progress=make_progress(quiet))
+    report = lmc_command(checkpoints, out, options, make_progress(quiet))
     console.print(lmc_table(report))
-    files = write_lmc_outputs(report, out)
-    console.print(f"results: {out / 'results.jsonl'}, " + ", ".join(str(f) for f in files))
+    console.print(f"results, CSV and plot in {out}/")

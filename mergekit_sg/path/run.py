@@ -16,7 +16,7 @@ from mergekit_sg.evals.base import Evaluator
 from mergekit_sg.evals.registry import build_evaluator
 from mergekit_sg.io.checkpoint import open_checkpoint
 from mergekit_sg.io.dtypes import user_dtype
-from mergekit_sg.merge.interpolate import InterpolateResult, interpolate
+from mergekit_sg.merge.interpolate import InterpolateResult
 from mergekit_sg.models.adapters import LoadedModel, load_model
 from mergekit_sg.models.linear_path import LinearPath
 from mergekit_sg.path.alphas import parse_alphas
@@ -144,7 +144,8 @@ def scan(
     progress: Progress | None = None,
     **kwargs: Any,
 ) -> ScanReport:
-    """Evaluate the live model along theta(alpha) for every alpha (endpoints included)."""
+    """Evaluate the live model along theta(alpha) for every alpha (endpoints included) and
+    select the best alpha; `--write-best` is carried out by `workflows.scan_command`."""
     opts: ScanOptions = make_options(ScanOptions, options, kwargs)
     evs = _evaluators(opts.eval, evaluators)
     alphas = with_endpoints(parse_alphas(opts.alphas))
@@ -168,10 +169,6 @@ def scan(
         if opts.write_best:
             raise
         report.note = str(e)
-    if opts.write_best and report.selection is not None:
-        report.best = interpolate(
-            pretrained, finetuned, opts.write_best, alpha=report.selection.alpha, force=opts.force
-        )
     return report
 
 

@@ -1,0 +1,353 @@
+"""`clip-zeroshot`: zero-shot top-1/top-5 accuracy of a CLIP model on labelled images.
+
+    speciality=clip-zeroshot:imagenet/val,classes=imagenet_classes.txt
+    generality=clip-zeroshot:imagenet-r,classes=imagenet_classes.txt,subset=r_classes.txt
+    x=clip-zeroshot:photos.csv,classes=names.txt,templates=my_templates.txt
+
+Images: a folder with one subfolder per class (sorted), or a CSV with `path,label` columns
+(paths relative to the CSV; labels a class index or name). The head's classes: `classes=FILE`
+(one name per line), else the folder names with `_` read as spaces. The head is built as
+CLIP does: each class's prompt embeddings (the 80 OpenAI ImageNet templates, or
+`templates=FILE` with `{}` for the class) normalised, averaged, renormalised; logits are the
+normalised image features times the head, scaled by the model's logit scale.
+
+`subset=FILE` maps the dataset's classes onto some of the head's (a 200-class ImageNet-A/R
+folder scored against a 1000-class head): one line per dataset class in dataset order, each a
+head index or name, or `DATASET_CLASS<TAB>HEAD` pairs; only those logits compete."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mergekit_sg.errors import SgMergeError
+from mergekit_sg.evals.base import BaseEvaluator, EvalSpec
+from mergekit_sg.evals.common import Options, check_primary, existing, inference, progress
+from mergekit_sg.evals.registry import register
+from mergekit_sg.evals.text import TokenCache, need_tokenizer
+from mergekit_sg.models.adapters import LoadedModel
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+
+# The 80 prompt templates of OpenAI's CLIP ImageNet zero-shot evaluation (public, from the
+# CLIP repository's notebooks), in their original order.
+OPENAI_IMAGENET_TEMPLATES: tuple[str, ...] = (
+    "a bad photo of a {}.",
+    "a photo of many {}.",
+    "a sculpture of a {}.",
+    "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.",
+    "a rendering of a {}.",
+    "graffiti of a {}.",
+    "a bad photo of the {}.",
+    "a cropped photo of the {}.",
+    "a tattoo of a {}.",
+    "the embroidered {}.",
+    "a photo of a hard to see {}.",
+    "a bright photo of a {}.",
+    "a photo of a clean {}.",
+    "a photo of a dirty {}.",
+    "a dark photo of the {}.",
+    "a drawing of a {}.",
+    "a photo of my {}.",
+    "the plastic {}.",
+    "a photo of the cool {}.",
+    "a close-up photo of a {}.",
+    "a black and white photo of the {}.",
+    "a painting of the {}.",
+    "a painting of a {}.",
+    "a pixelated photo of the {}.",
+    "a sculpture of the {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of a {}.",
+    "a plastic {}.",
+    "a photo of the dirty {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.",
+    "a photo of the {}.",
+    "a good photo of the {}.",
+    "a rendering of the {}.",
+    "a {} in a video game.",
+    "a photo of one {}.",
+    "a doodle of a {}.",
+    "a close-up photo of the {}.",
+    "a photo of a {}.",
+    "the origami {}.",
+    "the {} in a video game.",
+    "a sketch of a {}.",
+    "a doodle of the {}.",
+    "a origami {}.",
+    "a low resolution photo of a {}.",
+    "the toy {}.",
+    "a rendition of the {}.",
+    "a photo of the clean {}.",
+    "a photo of a large {}.",
+    "a rendition of a {}.",
+    "a photo of a nice {}.",
+    "a photo of a weird {}.",
+    "a blurry photo of a {}.",
+    "a cartoon {}.",
+    "art of a {}.",
+    "a sketch of the {}.",
+    "a embroidered {}.",
+    "a pixelated photo of a {}.",
+    "itap of the {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.",
+    "a plushie {}.",
+    "a photo of the nice {}.",
+    "a photo of the small {}.",
+    "a photo of the weird {}.",
+    "the cartoon {}.",
+    "art of the {}.",
+    "a drawing of the {}.",
+    "a photo of the large {}.",
+    "a black and white photo of a {}.",
+    "the plushie {}.",
+    "a dark photo of a {}.",
+    "itap of a {}.",
+    "graffiti of the {}.",
+    "a toy {}.",
+    "itap of my {}.",
+    "a photo of a cool {}.",
+    "a photo of a small {}.",
+    "a tattoo of the {}.",
+)
+
+
+@dataclass
+class ImageSet:
+    """Image paths and their target: an index into the evaluator's competing columns."""
+
+    paths: list[Path]
+    labels: list[Any]  # dataset label per image: a folder name, or a CSV label value
+    classes: list[str]  # the dataset's classes, in dataset order (folders sorted)
+
+
+def read_folder(root: Path) -> ImageSet:
+    """One subfolder per class, sorted; images found recursively, sorted."""
+    dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    paths, labels = [], []
+    for d in dirs:
+        for p in sorted(d.rglob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                paths.append(p)
+                labels.append(d.name)
+    if not paths:
+        raise SgMergeError(f"{root}: no images in class subfolders ({', '.join(IMAGE_SUFFIXES)})")
+    return ImageSet(paths, labels, [d.name for d in dirs])
+
+
+def read_csv(path: Path, path_col: str, label_col: str) -> ImageSet:
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or path_col not in rows[0] or label_col not in rows[0]:
+        raise SgMergeError(
+            f"{path}: needs columns {path_col!r} and {label_col!r} (set path=, label=)"
+        )
+    paths = [(path.parent / r[path_col]).resolve() for r in rows]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise SgMergeError(f"{path}: image {missing[0]} does not exist ({len(missing)} missing)")
+    labels = [r[label_col].strip() for r in rows]
+    return ImageSet(paths, labels, list(dict.fromkeys(sorted(labels))))
+
+
+def read_lines(path: Path) -> list[str]:
+    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def display(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _head_index(token: str, head: list[str], where: str) -> int:
+    if token.lstrip("-").isdigit():
+        i = int(token)
+        if 0 <= i < len(head):
+            return i
+    elif token in head or display(token) in head:
+        return head.index(token if token in head else display(token))
+    raise SgMergeError(f"{where}: {token!r} is neither a class index < {len(head)} nor a class")
+
+
+def targets(
+    images: ImageSet, head: list[str], subset: list[str] | None, where: str
+) -> tuple[list[int], list[int]]:
+    """(columns: the head classes that compete, target per image: a position in columns)."""
+    if subset is not None:
+        pairs = [ln.replace(",", "\t").split("\t") for ln in subset]
+        if all(len(p) == 2 for p in pairs):
+            mapping = {p[0].strip(): _head_index(p[1].strip(), head, where) for p in pairs}
+            order = list(mapping)
+        else:
+            if len(subset) != len(images.classes):
+                raise SgMergeError(
+                    f"{where}: {len(subset)} lines for the dataset's {len(images.classes)} classes"
+                )
+            order = images.classes
+            mapping = {c: _head_index(t, head, where) for c, t in zip(order, subset, strict=True)}
+        columns = [mapping[c] for c in order]
+        if len(set(columns)) != len(columns):
+            raise SgMergeError(f"{where}: two dataset classes map to the same head class")
+        pos = {c: i for i, c in enumerate(order)}
+        unknown = sorted({str(lbl) for lbl in images.labels} - set(pos))
+        if unknown and all(str(lbl).isdigit() for lbl in images.labels):
+            return columns, [int(lbl) for lbl in images.labels]  # CSV indices into the subset
+        if unknown:
+            raise SgMergeError(f"{where}: dataset class {unknown[0]!r} is not in the subset file")
+        return columns, [pos[str(lbl)] for lbl in images.labels]
+    columns = list(range(len(head)))
+    by_name = all(c in head or display(c) in head for c in images.classes)
+    if by_name:
+        return columns, [_head_index(str(lbl), head, where) for lbl in images.labels]
+    if all(str(lbl).isdigit() for lbl in images.labels):
+        return columns, [_head_index(str(lbl), head, where) for lbl in images.labels]
+    if len(images.classes) == len(head):  # e.g. ImageNet's wnid folders in class order
+        pos = {c: i for i, c in enumerate(images.classes)}
+        return columns, [pos[lbl] for lbl in images.labels]
+    raise SgMergeError(
+        f"{where}: the dataset's {len(images.classes)} classes do not match the head's "
+        f"{len(head)} class names; map them with subset=FILE"
+    )
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, paths: Sequence[Path], preprocess: Any) -> None:
+        self.paths, self.preprocess = list(paths), preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            return self.preprocess(im.convert("RGB"))
+
+
+@dataclass
+class ClipZeroShot(BaseEvaluator):
+    paths: list[Path] = field(default_factory=list)
+    targets: list[int] = field(default_factory=list)
+    columns: list[int] = field(default_factory=list)  # head class indices that compete
+    classnames: list[str] = field(default_factory=list)  # the head's classes
+    templates: tuple[str, ...] = OPENAI_IMAGENET_TEMPLATES
+    batch_size: int = 64
+    text_batch_size: int = 256
+    workers: int = 0
+    cache_mb: int = 2048
+    _cache: TokenCache = field(default_factory=TokenCache, repr=False)
+    _pixels: TokenCache = field(default_factory=TokenCache, repr=False)
+
+    def head(self, model: LoadedModel) -> torch.Tensor:
+        """Zero-shot weights [D, len(columns)]: per class, the normalised prompt embeddings
+        averaged over templates and renormalised."""
+        tok = need_tokenizer(model, f"--eval {self.name}")
+        names = [self.classnames[c] for c in self.columns]
+        texts = [t.format(n) for n in names for t in self.templates]
+        tokens = self._cache.get(tok, "head", lambda: tok(texts))
+        device = model.device
+        feats = []
+        with inference(device), progress(f"{self.name} head", len(texts)) as advance:
+            for i in range(0, len(texts), self.text_batch_size):
+                chunk = tokens[i : i + self.text_batch_size].to(device)
+                feats.append(F.normalize(model.module.encode_text(chunk).float(), dim=-1).cpu())
+                advance(len(chunk))
+        emb = torch.cat(feats).reshape(len(names), len(self.templates), -1).mean(1)
+        return F.normalize(emb, dim=-1).T
+
+    def image_features(self, model: LoadedModel) -> torch.Tensor:
+        """Normalised image features [N, D]; preprocessed pixels are kept in memory between
+        calls when they fit in `cache_mb` (they do not change along a path)."""
+        if model.preprocess is None:
+            raise SgMergeError(f"--eval {self.name}: the model has no image preprocessing")
+        device = model.device
+        pixels = self._pixels.get(model.preprocess, "pixels", lambda: self._load_small(model))
+        feats = []
+        with inference(device), progress(f"{self.name} images", len(self.paths)) as advance:
+            for batch in pixels if pixels is not None else self._loader(model):
+                out = model.module.encode_image(batch.to(device))
+                feats.append(F.normalize(out.float(), dim=-1).cpu())
+                advance(len(batch))
+        return torch.cat(feats)
+
+    def _loader(self, model: LoadedModel) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            _Images(self.paths, model.preprocess),
+            batch_size=self.batch_size,
+            num_workers=self.workers,
+            shuffle=False,
+        )
+
+    def _load_small(self, model: LoadedModel) -> list[torch.Tensor] | None:
+        first = _Images(self.paths[:1], model.preprocess)[0]
+        if first.numel() * first.element_size() * len(self.paths) > self.cache_mb * 2**20:
+            return None
+        return list(self._loader(model))
+
+    def __call__(self, model: LoadedModel) -> dict[str, float]:
+        if not (hasattr(model.module, "encode_image") and hasattr(model.module, "encode_text")):
+            raise SgMergeError(f"--eval {self.name}: clip-zeroshot needs --model open_clip:ARCH")
+        head = self.head(model)
+        feats = self.image_features(model)
+        scale = getattr(model.module, "logit_scale", None)
+        scale = float(scale.detach().exp()) if isinstance(scale, torch.Tensor) else 1.0
+        logits = scale * feats @ head
+        target = torch.tensor(self.targets)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        n = len(self.targets)
+        return {
+            "top1": int((top[:, 0] == target).sum()) / n,
+            "top5": int((top == target[:, None]).any(1).sum()) / n,
+            "loss": F.cross_entropy(logits, target).item(),
+        }
+
+
+@register("clip-zeroshot")
+def clip_zeroshot(spec: EvalSpec) -> ClipZeroShot:
+    o = Options(spec)
+    root = existing(spec.arg, spec)
+    if root.is_dir():
+        images = read_folder(root)
+    else:
+        images = read_csv(root, o.text("path", "path") or "path", o.text("label", "label") or "")
+    classes_file = o.text("classes")
+    if classes_file:
+        head = read_lines(existing(classes_file, spec))
+    elif all(not str(c).isdigit() for c in images.classes):
+        head = [display(c) for c in images.classes]
+    else:
+        raise SgMergeError(f"--eval {spec.name}: numeric labels need classes=FILE (class names)")
+    subset_file = o.text("subset")
+    subset = read_lines(existing(subset_file, spec)) if subset_file else None
+    columns, target = targets(images, head, subset, f"--eval {spec.name}")
+    templates_file = o.text("templates")
+    templates = tuple(read_lines(existing(templates_file, spec))) if templates_file else None
+    if templates is not None and not all("{}" in t for t in templates):
+        raise SgMergeError(f"--eval {spec.name}: every line of {templates_file} needs {{}}")
+    limit = o.integer("limit")
+    paths = images.paths[:limit] if limit else images.paths
+    ev = ClipZeroShot(
+        spec.name,
+        spec.role,
+        check_primary(spec, o.text("primary", "top1") or "", ("top1", "top5", "loss")),
+        frozenset({"loss"}),
+        paths=paths,
+        targets=target[: len(paths)],
+        columns=columns,
+        classnames=head,
+        templates=templates or OPENAI_IMAGENET_TEMPLATES,
+        batch_size=o.integer("batch_size", 64) or 64,
+        text_batch_size=o.integer("text_batch_size", 256) or 256,
+        workers=o.integer("workers", 0, minimum=0) or 0,
+        cache_mb=o.integer("cache_mb", 2048, minimum=0) or 0,
+    )
+    o.done()
+    return ev
