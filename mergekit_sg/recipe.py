@@ -33,7 +33,7 @@ from mergekit_sg.version import TOOLKIT
 RECIPE_KEYS = ("command", "description", "inputs", "out", "options")
 # Modules whose import registers recipe commands; add yours here, or call
 # register_recipe_command from code that runs before the recipe is loaded.
-PLUGIN_MODULES = ["mergekit_sg.workflows"]
+PLUGIN_MODULES = ["mergekit_sg.workflows", "mergekit_sg.mergetune_recipes"]
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

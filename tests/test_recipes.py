@@ -17,7 +17,6 @@ from test_math import within_fp32_rounding
 
 from mergekit_sg import SgMergeError, open_checkpoint
 from mergekit_sg.io.card import RECIPE_FILE, check_card
-from mergekit_sg.merge.options import InterpolateOptions
 from mergekit_sg.recipe import (
     RecipeResult,
     load_recipe,
@@ -57,7 +56,7 @@ def test_every_recipe_in_recipes_validates(path: Path) -> None:
     text = path.read_text()
     env = {name: "org/finetuned@v2" for name in recipe_variables(text)}
     rec = load_recipe(path, environ=env)
-    assert isinstance(rec.options, InterpolateOptions)  # the CLI's own options model
+    assert isinstance(rec.options, rec.command.options_model)  # the CLI's own options model
     assert set(rec.inputs) == set(rec.command.inputs) and rec.out is not None
     again = parse_recipe(yaml.safe_load(rec.to_yaml()), environ={})  # the recorded form reloads
     assert again.options == rec.options and again.inputs == rec.inputs and again.out == rec.out

@@ -10,10 +10,14 @@ import click
 import typer
 
 from mergekit_sg.cli.common import err_console
+from mergekit_sg.cli.coop import coop_cmd
 from mergekit_sg.cli.demo import demo_cmd
 from mergekit_sg.cli.diff import diff_cmd
+from mergekit_sg.cli.finetune import finetune_cmd
+from mergekit_sg.cli.fisher import fisher_cmd
 from mergekit_sg.cli.inspect import inspect_cmd
 from mergekit_sg.cli.interpolate import interpolate_cmd
+from mergekit_sg.cli.mergetune import mergetune_cmd
 from mergekit_sg.cli.push import push_cmd
 from mergekit_sg.cli.run import run_cmd
 from mergekit_sg.cli.scan import lmc_cmd, scan_cmd
@@ -44,6 +48,10 @@ app.command("lmc")(lmc_cmd)
 app.command("demo")(demo_cmd)
 app.command("push")(push_cmd)
 app.command("run")(run_cmd)
+app.command("finetune")(finetune_cmd)
+app.command("fisher")(fisher_cmd)
+app.command("coop")(coop_cmd)
+app.command("mergetune")(mergetune_cmd)
 
 
 def _print_version(value: bool) -> None:
@@ -63,7 +71,7 @@ def _root(
 
 
 def _warn(message: object, *args: object, **kwargs: object) -> None:
-    err_console.print(f"sgmerge: warning: {message}", highlight=False, markup=False)
+    err_console.print(f"sgmerge: warning: {message}", highlight=False, markup=False, emoji=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except SgMergeError as e:
         if debug:
             traceback.print_exc()
-        err_console.print(f"sgmerge: error: {e}", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(
+            f"sgmerge: error: {e}", highlight=False, markup=False, emoji=False, soft_wrap=True
+        )
         return 2
 
 

@@ -7,8 +7,9 @@ import sys
 
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+# Off a terminal (logs, CI, pipes) rich would squeeze tables to 80 columns: give them room.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def human_bytes(n: float) -> str:

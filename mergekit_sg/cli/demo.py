@@ -1,43 +1,56 @@
-"""`sgmerge demo`: the whole tool on real weights, with nothing to download."""
+"""`sgmerge demo`: the whole tool on real weights and real data, with nothing to download."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from mergekit_sg.cli.common import console
-from mergekit_sg.cli.diff import print_diff
-from mergekit_sg.cli.inspect import print_summary
-from mergekit_sg.demo import embedding_path, fresh_dir, minilm_dir, perturbed_copy
-from mergekit_sg.merge.inspect import diff_checkpoints, inspect_checkpoint
-from mergekit_sg.merge.interpolate import interpolate
-from mergekit_sg.progress import make_progress
+from mergekit_sg.demo import DemoSettings, fresh_dir, run_demo
+from mergekit_sg.report import scan_table
 
 
 def demo_cmd(
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo writes.")] = Path(
         "demo-out"
     ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Small sets and three alphas (about a minute).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """WiSE-FT on the real all-MiniLM-L6-v2 and a perturbed copy: inspect, diff, merge, embed."""
+    """Fine-tune real all-MiniLM-L6-v2 on Rotten Tomatoes from a zero-shot head, scan alpha for
+    speciality vs generality, write the best alpha's model, report the loss barrier."""
+    settings = DemoSettings.quick() if quick else DemoSettings()
     work = fresh_dir(workdir)
-    pre = minilm_dir()
-    console.rule("[bold]1. the pretrained checkpoint (real all-MiniLM-L6-v2)")
-    print_summary(inspect_checkpoint(pre), limit=8)
-    console.rule("[bold]2. a stand-in fine-tune: every matrix + 5% of its std in noise")
-    ft = perturbed_copy(pre, work / "finetuned")
-    print_diff(diff_checkpoints(pre, ft, "layer"))
-    console.rule("[bold]3. sgmerge interpolate PRE FT --alpha 0,0.25,0.5,0.75,1 (one pass)")
-    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
-    res = interpolate(pre, ft, work / "merged", alpha=alphas, progress=make_progress())
-    for a, p in res.outputs.items():
-        console.print(f"alpha={a:g} -> {p}")
-    console.rule("[bold]4. the merged models load in transformers; embeddings move along the path")
-    t = Table("alpha", "cos(emb, pretrained emb)", "cos(emb, fine-tuned emb)")
-    for r in embedding_path(pre, ft, res.outputs):
-        t.add_row(f"{r.alpha:g}", f"{r.cos_to_pretrained:.4f}", f"{r.cos_to_finetuned:.4f}")
-    console.print(t)
-    console.print(f"outputs under [bold]{work}[/]")
+    t0 = time.perf_counter()
+    console.rule("[bold]1. sgmerge finetune: MiniLM + zero-shot head on Rotten Tomatoes")
+    console.print(
+        f"{settings.train_size} training reviews, {settings.epochs} epoch(s), head prompts "
+        "'a bad movie' / 'a good movie' x 20, AdamW lr 1e-4, batch 32, max length 64"
+    )
+    res = run_demo(work, settings, quiet=quiet)
+    console.rule("[bold]2. sgmerge scan: the linear path zero-shot (alpha=0) -> fine-tuned (1)")
+    console.print(scan_table(res.scan))
+    sel = res.scan.selection
+    if sel is not None:
+        console.print(f"selected alpha = [bold]{sel.alpha:g}[/] ({sel.reason})")
+    b = res.barrier
+    if b.height > 0:
+        console.print(f"loss barrier between the endpoints: {b.height:.4f} at alpha {b.at:g}")
+    else:
+        console.print(
+            "no loss barrier between the endpoints: the review loss stays under the chord"
+        )
+    console.rule("[bold]3. outputs")
+    console.print(f"zero-shot model   {res.zeroshot}")
+    console.print(f"fine-tuned model  {res.finetuned}")
+    if res.scan.best is not None:
+        console.print(f"best-alpha model  {res.scan.best.out}  (safetensors + card with the scan)")
+    console.print(
+        f"scan              {work / 'scan'}  (results.jsonl, CSV, metrics.png, tradeoff.png)"
+    )
+    console.print(f"done in {time.perf_counter() - t0:.0f} s")

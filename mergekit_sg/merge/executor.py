@@ -1,10 +1,13 @@
 """The streaming executor: a reader thread fills reusable buffers in file order, the caller's
 thread computes every alpha of a chunk, a writer thread puts bytes at their final offsets.
 Memory is a few fixed chunk buffers whatever the model size; inputs are read once for all
-alphas."""
+alphas. On CUDA the buffers are pinned, each chunk goes to the GPU and back with non-blocking
+copies, and the reader and writer threads keep the disk busy meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -19,10 +22,32 @@ from mergekit_sg.merge.math import lerp_into
 from mergekit_sg.merge.plan import MergePlan, PlanEntry
 from mergekit_sg.progress import NullProgress, Progress
 
-CHUNK_ELEMS = 1 << 22  # 4M elements: 8 MB of bfloat16 per buffer
-IN_BUFFERS = 3  # per input side
-OUT_BUFFERS = 6
+CHUNK_ELEMS = 1 << 22  # 4M elements: the unit other streaming passes (inspect) use
+CHUNK_BYTES = 8 << 20  # bytes per buffer at the widest dtype of the plan: 4M bfloat16
+IN_BUFFERS = 2  # per input side: one being read, one being computed on
+OUT_BUFFERS = 4  # the page cache, not these, absorbs the disk's pace
+MAX_COMPUTE_THREADS = 4
 _DONE = object()
+
+
+def compute_threads() -> int:
+    """Intra-op threads for the math: the reader and writer threads need cores too. On 2 cores,
+    torch's 2 threads fighting them made the lerps 5x slower than 1 thread (measured)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_COMPUTE_THREADS, cores - 2))
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 class _Stop(Exception):
@@ -57,14 +82,16 @@ class _Chunk:
     last: bool
 
 
-def _chunks(plan: MergePlan, chunk: int) -> Iterator[_Chunk]:
-    for e in plan.entries:
+def _chunks(entries: list[PlanEntry], chunk: int) -> Iterator[_Chunk]:
+    for e in entries:
         n = e.numel
         for s in range(0, n, chunk):
             yield _Chunk(e, s, min(chunk, n - s), s + chunk >= n)
 
 
 class _Pipeline:
+    """Stop flag and first error shared by the threads; queue calls that notice a stop."""
+
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -112,6 +139,158 @@ def _pool(count: int, nbytes: int, pin: bool) -> queue.Queue:
     return q
 
 
+# An input chunk as the reader hands it over: chunk, pre data and lease, ft data and lease.
+_InItem = tuple[_Chunk, torch.Tensor, _Lease, torch.Tensor | None, _Lease | None]
+
+
+class _Executor:
+    """One run of a plan: the pools, the queues and the three stages."""
+
+    def __init__(
+        self,
+        plan: MergePlan,
+        pre: Checkpoint,
+        ft: Checkpoint,
+        writers: list[StreamingWriter],
+        device: str,
+        progress: Progress,
+        chunk_elems: int | None,
+    ) -> None:
+        self.plan, self.pre, self.ft, self.writers = plan, pre, ft, writers
+        self.progress = progress
+        # Output order: every file is then written front to back (the O_DIRECT path); the
+        # inputs are still read mostly in order, as the outputs follow the fine-tuned layout.
+        self.entries = sorted(plan.entries, key=lambda e: writers[0].position(e.name))
+        self.dev = torch.device(device)
+        self.cuda = self.dev.type == "cuda"
+        es = plan.entries
+        max_in = max([1] + [itemsize(pre.tensors[e.src_pre].dtype) for e in es])
+        max_in = max([max_in] + [itemsize(ft.tensors[e.src_ft].dtype) for e in es])
+        max_out = max([1] + [itemsize(e.out_dtype) for e in es])
+        self.chunk_elems = n = chunk_elems or max(1, CHUNK_BYTES // max(max_in, max_out))
+        self.pools = {
+            "pre": _pool(IN_BUFFERS, n * max_in, self.cuda),
+            "ft": _pool(IN_BUFFERS, n * max_in, self.cuda),
+        }
+        self.out_pool = _pool(OUT_BUFFERS, n * max_out, self.cuda)
+        self.q_in: queue.Queue = queue.Queue(maxsize=IN_BUFFERS)
+        self.q_out: queue.Queue = queue.Queue(maxsize=OUT_BUFFERS + 2 * len(writers))
+        self.pipe = _Pipeline()
+
+    # --- reader thread -------------------------------------------------------------------
+    def _read(self, side: str, ck: Checkpoint, name: str, c: _Chunk) -> tuple[torch.Tensor, _Lease]:
+        if ck.tensors[name].offset < 0:  # pickle: already a mapped view
+            return ck.read_flat(name, c.start, c.count), _Lease(None, None)
+        pool = self.pools[side]
+        buf = self.pipe.get(pool)
+        return ck.read_flat(name, c.start, c.count, scratch=buf), _Lease(buf, pool)
+
+    def reader(self) -> None:
+        """Read every chunk in output order; one side only for copied tensors."""
+        for c in _chunks(self.entries, self.chunk_elems):
+            e = c.entry
+            if e.rule.kind == "copy":
+                pre_side = e.rule.side == "pretrained"
+                ck, name = (self.pre, e.src_pre) if pre_side else (self.ft, e.src_ft)
+                a, la = self._read("pre" if pre_side else "ft", ck, name, c)
+                self.pipe.put(self.q_in, (c, a, la, None, None))
+            else:
+                a, la = self._read("pre", self.pre, e.src_pre, c)
+                b, lb = self._read("ft", self.ft, e.src_ft, c)
+                self.pipe.put(self.q_in, (c, a, la, b, lb))
+        self.pipe.put(self.q_in, _DONE)
+
+    # --- writer thread -------------------------------------------------------------------
+    def writer(self) -> None:
+        """Write each output piece at its offset, then give its buffer back."""
+        last_k = len(self.writers) - 1
+        while (item := self.pipe.get(self.q_out)) is not _DONE:
+            k, c, out, lease = item
+            self.writers[k].write(c.entry.name, out, c.start * itemsize(c.entry.out_dtype))
+            lease.release()
+            self.progress.advance(int(c.last and k == last_k), out.numel() * out.element_size())
+
+    # --- compute (caller's thread) -------------------------------------------------------
+    def _out_buffer(self, c: _Chunk) -> tuple[torch.Tensor, _Lease]:
+        buf = self.pipe.get(self.out_pool)
+        out = buf[: c.count * itemsize(c.entry.out_dtype)].view(c.entry.out_dtype)
+        return out, _Lease(buf, self.out_pool)
+
+    def _emit(self, k: int, c: _Chunk, src: torch.Tensor, lease: _Lease) -> None:
+        """Output k of this chunk is an input as it is: hand that buffer to the writer unless
+        it needs a cast."""
+        if src.dtype == c.entry.out_dtype:
+            self.pipe.put(self.q_out, (k, c, src, lease.share()))
+            return
+        out, out_lease = self._out_buffer(c)
+        out.copy_(src)
+        self.pipe.put(self.q_out, (k, c, out, out_lease))
+
+    def _lerp_cpu(self, c: _Chunk, a: torch.Tensor, b: torch.Tensor) -> None:
+        for k, alpha in enumerate(c.entry.rule.alphas):
+            if alpha in (0.0, 1.0):
+                continue
+            out, lease = self._out_buffer(c)
+            lerp_into(out, a, b, alpha, self.plan.compute_dtype)
+            self.pipe.put(self.q_out, (k, c, out, lease))
+
+    def _lerp_cuda(self, c: _Chunk, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Pinned chunks to the GPU and results back with non-blocking copies; one stream
+        sync per chunk before the pinned buffers are reused or written."""
+        alphas = [(k, al) for k, al in enumerate(c.entry.rule.alphas) if al not in (0.0, 1.0)]
+        if not alphas:
+            return
+        a_d, b_d = a.to(self.dev, non_blocking=True), b.to(self.dev, non_blocking=True)
+        ready = []
+        for k, alpha in alphas:
+            res = torch.empty(c.count, dtype=c.entry.out_dtype, device=self.dev)
+            lerp_into(res, a_d, b_d, alpha, self.plan.compute_dtype)
+            out, lease = self._out_buffer(c)
+            out.copy_(res, non_blocking=True)
+            ready.append((k, c, out, lease))
+        torch.cuda.current_stream(self.dev).synchronize()
+        for item in ready:
+            self.pipe.put(self.q_out, item)
+
+    def _compute_one(self, item: _InItem) -> None:
+        c, a, la, b, lb = item
+        if b is None or lb is None:  # copied tensor
+            for k in range(len(self.writers)):
+                self._emit(k, c, a, la)
+        else:
+            (self._lerp_cuda if self.cuda else self._lerp_cpu)(c, a, b)
+            for k, alpha in enumerate(c.entry.rule.alphas):
+                if alpha in (0.0, 1.0):
+                    self._emit(k, c, a if alpha == 0.0 else b, la if alpha == 0.0 else lb)
+            lb.release()
+        la.release()
+
+    def compute(self) -> None:
+        while (item := self.pipe.get(self.q_in)) is not _DONE:
+            self._compute_one(item)  # type: ignore[arg-type]
+        self.pipe.put(self.q_out, _DONE)
+
+    def run(self) -> None:
+        """Run the three stages; re-raise the first error any of them hit."""
+        nbytes = sum(e.numel * itemsize(e.out_dtype) for e in self.plan.entries)
+        self.progress.start("merging", len(self.plan.entries), nbytes * len(self.writers))
+        threads = [self.pipe.thread(self.reader), self.pipe.thread(self.writer)]
+        try:
+            self.compute()
+        except _Stop:
+            pass
+        except BaseException as exc:
+            self.pipe.fail(exc)
+        finally:
+            if self.pipe.error is not None:
+                self.pipe.stop.set()
+            for t in threads:
+                t.join()
+            self.progress.finish()
+        if self.pipe.error is not None:
+            raise self.pipe.error
+
+
 def execute(
     plan: MergePlan,
     pre: Checkpoint,
@@ -119,107 +298,12 @@ def execute(
     writers: list[StreamingWriter],
     device: str = "cpu",
     progress: Progress | None = None,
-    chunk_elems: int = CHUNK_ELEMS,
+    chunk_elems: int | None = None,
 ) -> None:
-    """Compute every output tensor of the plan and write it through `writers` (one per alpha)."""
-    progress = progress or NullProgress()
-    k_out = len(writers)
-    dev = torch.device(device)
-    pin = dev.type == "cuda"
-    max_in = max((itemsize(pre.tensors[e.src_pre].dtype) for e in plan.entries), default=1)
-    max_in = max([max_in] + [itemsize(ft.tensors[e.src_ft].dtype) for e in plan.entries])
-    max_out = max((itemsize(e.out_dtype) for e in plan.entries), default=1)
-    pools = {
-        "pre": _pool(IN_BUFFERS, chunk_elems * max_in, pin),
-        "ft": _pool(IN_BUFFERS, chunk_elems * max_in, pin),
-    }
-    out_pool = _pool(OUT_BUFFERS, chunk_elems * max_out, pin)
-    q_in: queue.Queue = queue.Queue(maxsize=IN_BUFFERS)
-    q_out: queue.Queue = queue.Queue(maxsize=OUT_BUFFERS + 2 * k_out)
-    pipe = _Pipeline()
-    total_bytes = sum(e.numel * itemsize(e.out_dtype) for e in plan.entries) * k_out
-    progress.start("merging", len(plan.entries), total_bytes)
+    """Compute every output tensor of the plan and write it through `writers` (one per alpha).
 
-    def read(side: str, ck: Checkpoint, name: str, c: _Chunk) -> tuple[torch.Tensor, _Lease]:
-        if ck.tensors[name].offset < 0:  # pickle: already a mapped view
-            return ck.read_flat(name, c.start, c.count), _Lease(None, None)
-        buf = pipe.get(pools[side])
-        return ck.read_flat(name, c.start, c.count, scratch=buf), _Lease(buf, pools[side])
-
-    def reader() -> None:
-        for c in _chunks(plan, chunk_elems):
-            r = c.entry.rule
-            if r.kind == "copy":
-                ck, name = (
-                    (pre, c.entry.src_pre) if r.side == "pretrained" else (ft, c.entry.src_ft)
-                )
-                a, la = read("pre" if ck is pre else "ft", ck, name, c)
-                pipe.put(q_in, (c, a, la, None, None))
-            else:
-                a, la = read("pre", pre, c.entry.src_pre, c)
-                b, lb = read("ft", ft, c.entry.src_ft, c)
-                pipe.put(q_in, (c, a, la, b, lb))
-        pipe.put(q_in, _DONE)
-
-    def writer() -> None:
-        while (item := pipe.get(q_out)) is not _DONE:
-            k, c, out, lease = item
-            writers[k].write(c.entry.name, out, c.start * itemsize(c.entry.out_dtype))
-            lease.release()
-            progress.advance(int(c.last and k == k_out - 1), out.numel() * out.element_size())
-
-    def emit(k: int, c: _Chunk, src: torch.Tensor, lease: _Lease) -> None:
-        """Hand an input buffer straight to the writer when no cast is needed."""
-        if src.dtype == c.entry.out_dtype:
-            pipe.put(q_out, (k, c, src, lease.share()))
-            return
-        buf = pipe.get(out_pool)
-        out = buf[: c.count * itemsize(c.entry.out_dtype)].view(c.entry.out_dtype)
-        out.copy_(src)
-        pipe.put(q_out, (k, c, out, _Lease(buf, out_pool)))
-
-    def compute() -> None:
-        while (item := pipe.get(q_in)) is not _DONE:
-            c, a, la, b, lb = item
-            e = c.entry
-            if e.rule.kind == "copy":
-                for k in range(k_out):
-                    emit(k, c, a, la)
-            else:
-                a_d, b_d = (
-                    (a, b)
-                    if not pin
-                    else (a.to(dev, non_blocking=True), b.to(dev, non_blocking=True))
-                )
-                for k, alpha in enumerate(e.rule.alphas):
-                    if alpha in (0.0, 1.0):
-                        emit(k, c, a if alpha == 0.0 else b, la if alpha == 0.0 else lb)
-                        continue
-                    buf = pipe.get(out_pool)
-                    out = buf[: c.count * itemsize(e.out_dtype)].view(e.out_dtype)
-                    if pin:
-                        res = torch.empty(c.count, dtype=e.out_dtype, device=dev)
-                        lerp_into(res, a_d, b_d, alpha, plan.compute_dtype)
-                        out.copy_(res)
-                    else:
-                        lerp_into(out, a_d, b_d, alpha, plan.compute_dtype)
-                    pipe.put(q_out, (k, c, out, _Lease(buf, out_pool)))
-                lb.release()
-            la.release()
-        pipe.put(q_out, _DONE)
-
-    threads = [pipe.thread(reader), pipe.thread(writer)]
-    try:
-        compute()
-    except _Stop:
-        pass
-    except BaseException as exc:
-        pipe.fail(exc)
-    finally:
-        if pipe.error is not None:
-            pipe.stop.set()
-        for t in threads:
-            t.join()
-        progress.finish()
-    if pipe.error is not None:
-        raise pipe.error
+    Memory is (2 * IN_BUFFERS + OUT_BUFFERS) buffers of CHUNK_BYTES, whatever the model size,
+    the dtypes or the number of alphas; `chunk_elems` overrides the chunk length (tests)."""
+    ex = _Executor(plan, pre, ft, writers, device, progress or NullProgress(), chunk_elems)
+    with _torch_threads(compute_threads()):
+        ex.run()

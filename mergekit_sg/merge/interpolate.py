@@ -25,6 +25,7 @@ from mergekit_sg.io.safetensors_write import (
 )
 from mergekit_sg.io.sidefiles import check_open_clip_model, copy_side_files, write_open_clip_config
 from mergekit_sg.merge.executor import execute
+from mergekit_sg.merge.fisher import execute_fisher
 from mergekit_sg.merge.options import InterpolateOptions
 from mergekit_sg.merge.plan import MergePlan, build_plan
 from mergekit_sg.merge.provenance import HashJob, source_record, write_card
@@ -69,7 +70,9 @@ def _recipe(
     ft: Checkpoint,
     hashes: dict[str, dict[str, str]] | None,
 ) -> dict[str, Any]:
-    rec: dict[str, Any] = {"method": "linear", "alpha": alpha}
+    rec: dict[str, Any] = {"method": "fisher" if opts.fisher else "linear", "alpha": alpha}
+    if opts.fisher:
+        rec.update(fisher=list(opts.fisher), fisher_floor=opts.fisher_floor)
     for key in ("alpha_for", "exclude", "only"):
         if getattr(opts, key):
             rec[key] = list(getattr(opts, key))
@@ -130,7 +133,19 @@ def interpolate(
                     d.mkdir(parents=True, exist_ok=True)
                     meta = _metadata(_recipe(opts, alpha, pre, ft, None), plan)
                     writers.append(StreamingWriter(d, plan_files(base, specs, max_bytes, meta)))
-                execute(plan, pre, ft, writers, opts.device, progress or NullProgress())
+                if opts.fisher:
+                    execute_fisher(
+                        plan,
+                        pre,
+                        ft,
+                        opts.fisher,
+                        opts.fisher_floor,
+                        writers,
+                        opts.device,
+                        progress or NullProgress(),
+                    )
+                else:
+                    execute(plan, pre, ft, writers, opts.device, progress or NullProgress())
                 hashes = hash_job.wait()
                 for d, alpha, w in zip(tmp_dirs, plan.alphas, writers, strict=True):
                     recipe = _recipe(opts, alpha, pre, ft, hashes)

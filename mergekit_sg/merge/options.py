@@ -73,8 +73,24 @@ class InterpolateOptions(BaseModel):
     private: bool = Field(
         default=False, description="Create the --push-to-hub repo as private if it is new."
     )
+    fisher: list[str] = Field(
+        default=[],
+        description="F_PRETRAINED,F_FINETUNED: Fisher files (sgmerge fisher) for Fisher-weighted "
+        "interpolation ((1-a) F0 theta0 + a F1 theta1) / ((1-a) F0 + a F1).",
+    )
+    fisher_floor: float = Field(
+        default=1e-6, gt=0, description="Lower bound on Fisher values (--fisher)."
+    )
 
     @field_validator("alpha", mode="before")
     @classmethod
     def _split_alpha(cls, v: object) -> object:
         return split_floats(v)
+
+    @field_validator("fisher", mode="before")
+    @classmethod
+    def _split_fisher(cls, v: object) -> object:
+        items = [v] if isinstance(v, str) else v
+        if isinstance(items, (list, tuple)):
+            return [p.strip() for i in items for p in str(i).split(",") if p.strip()]
+        return v

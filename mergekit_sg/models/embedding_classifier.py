@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers.modeling_outputs import SequenceClassifierOutput
+
+if TYPE_CHECKING:  # transformers is imported lazily: `sgmerge --help` should not pay for it
+    from transformers.modeling_outputs import SequenceClassifierOutput
 
 HEAD_FILE = "sgmerge_head.json"
 PREFIX = "encoder."
@@ -53,6 +55,8 @@ class EmbeddingClassifier(torch.nn.Module):
         labels: torch.Tensor | None = None,
         **kw: Any,
     ) -> SequenceClassifierOutput:
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         logits = self.scale * self.head(self.embed(input_ids, attention_mask, **kw))

@@ -1,0 +1,119 @@
+"""The I/O floor of a merge, run as its own fresh process: start Python with torch imported,
+read every input file once, write K outputs' worth of bytes (the sizes of the fine-tuned
+files), and do the same durability work as `sgmerge` (fsync each file and the directory).
+
+`--writeback plain` leaves the written pages to the kernel (what `cp` or `save_file` do);
+`--writeback behind` pushes each 64 MB window to the disk as soon as it is written, waits for
+the window before it and drops it from the page cache, as sgmerge's writer does.
+
+    python io_floor.py --out DIR [--k K] [--no-fsync] [--writeback plain|behind] \
+        --pre FILES... --ft FILES...
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import mmap
+import os
+from pathlib import Path
+
+import torch  # noqa: F401  (the import is part of the floor: every merge tool pays it)
+
+CHUNK = 16 << 20
+WINDOW = 64 << 20
+_libc = ctypes.CDLL(None, use_errno=True)
+_sfr = _libc.sync_file_range
+_sfr.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+
+
+class Behind:
+    """Write-behind of one file: start writeback per window, finish and drop the previous."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.start, self.prev = fd, 0, None
+
+    def wrote(self, end: int, final: bool = False) -> None:
+        if end - self.start < WINDOW and not final:
+            return
+        _sfr(self.fd, self.start, end - self.start, 2)
+        todo = [self.prev] + ([(self.start, end)] if final else [])
+        for r in todo:
+            if r is not None:
+                _sfr(self.fd, r[0], r[1] - r[0], 7)
+                os.posix_fadvise(self.fd, r[0], r[1] - r[0], os.POSIX_FADV_DONTNEED)
+        self.prev, self.start = (None if final else (self.start, end)), end
+
+
+def _pread(fd: int, buf: memoryview, offset: int) -> int:
+    done = 0
+    while done < len(buf):
+        n = os.preadv(fd, [buf[done:]], offset + done)
+        if n <= 0:
+            break
+        done += n
+    return done
+
+
+def _pwrite(fd: int, buf: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(buf):
+        done += os.pwrite(fd, buf[done:], offset + done)
+
+
+def floor(pre: list[Path], ft: list[Path], out: Path, k: int, fsync: bool, mode: str) -> None:
+    """Read pre[i] and ft[i] once, chunk by chunk, writing ft[i]'s bytes to K output files."""
+    out.mkdir(parents=True, exist_ok=True)
+    a, b = mmap.mmap(-1, CHUNK), mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT needs
+    va, vb = memoryview(a), memoryview(b)
+    for i, (p, f) in enumerate(zip(pre, ft, strict=True)):
+        fa, fb = os.open(p, os.O_RDONLY), os.open(f, os.O_RDONLY)
+        paths = [out / f"out{j}-{i}.bin" for j in range(k)]
+        outs = [os.open(q, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) for q in paths]
+        direct = [os.open(q, os.O_WRONLY | os.O_DIRECT) for q in paths] if mode == "direct" else []
+        size, off = os.fstat(fb).st_size, 0
+        wb = [Behind(o) for o in outs] if mode == "behind" else []
+        for o in outs:
+            os.ftruncate(o, size)
+        while off < size:
+            n = _pread(fb, vb, off)
+            _pread(fa, va, off)
+            aligned = n // 4096 * 4096 if direct else 0
+            for j, o in enumerate(outs):
+                if aligned:
+                    _pwrite(direct[j], vb[:aligned], off)
+                if aligned < n:
+                    _pwrite(o, vb[aligned:n], off + aligned)
+                if wb:
+                    wb[j].wrote(off + n)
+            off += n
+        for j, o in enumerate(outs):
+            if fsync:
+                if wb:
+                    wb[j].wrote(size, final=True)
+                os.fsync(o)
+            os.close(o)
+        for d in direct:
+            os.close(d)
+        os.close(fa)
+        os.close(fb)
+    if fsync:
+        fd = os.open(out, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--k", type=int, default=1)
+    ap.add_argument("--no-fsync", action="store_true")
+    ap.add_argument("--writeback", choices=["direct", "behind", "plain"], default="direct")
+    ap.add_argument("--pre", type=Path, nargs="+", required=True)
+    ap.add_argument("--ft", type=Path, nargs="+", required=True)
+    args = ap.parse_args()
+    floor(args.pre, args.ft, args.out, args.k, not args.no_fsync, args.writeback)
+
+
+if __name__ == "__main__":
+    main()

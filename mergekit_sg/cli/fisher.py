@@ -1,0 +1,32 @@
+"""`sgmerge fisher --model SPEC --pretrained REF --data DATA -o fisher.safetensors`: the
+diagonal Fisher from per-sample gradients, stored with the weights' names and shapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mergekit_sg.cli.common import console
+from mergekit_sg.cli.options import with_options
+from mergekit_sg.tune.fisher_file import compute_fisher
+from mergekit_sg.tune.options import FisherOptions
+
+
+@with_options(FisherOptions)
+def fisher_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors file.")],
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
+    ] = False,
+    *,
+    options: FisherOptions,
+) -> None:
+    """Estimate the diagonal Fisher of a model on data (for EWC and Fisher-weighted merging)."""
+    res = compute_fisher(out, options, quiet=quiet)
+    if not quiet:
+        console.print(
+            f"Fisher of {res.tensors} tensors over {res.samples} examples ({options.mode}, "
+            f"per-sample {res.method}) -> [bold]{res.out}[/] in {res.seconds:.1f} s"
+        )

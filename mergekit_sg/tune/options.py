@@ -1,0 +1,187 @@
+"""The options of `finetune` and `fisher`: one pydantic model each drives the CLI flags, the
+Python keyword arguments and future YAML recipes (extra="forbid": a misspelt key is an error)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mergekit_sg.errors import SgMergeError
+
+Reg = Literal["none", "l1", "l2", "ewc", "kd"]
+RegParams = Literal["all", "no-head", "no-norms-biases"]
+Reduction = Literal["sum", "mean"]
+
+
+class TaskOptions(BaseModel):
+    """What builds the model and its data: shared by `finetune` and `fisher`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        description="hf:embedding-classifier, hf:seq-classification, hf:causal-lm or "
+        "open_clip:ARCH."
+    )
+    pretrained: str = Field(description="Pretrained checkpoint: directory, file or Hub id.")
+    data: str = Field(
+        description="Training data: CSV/TSV/JSONL (text+label, or text / prompt+completion for "
+        "causal LMs), a .txt file (one text per line), an image folder (class per subfolder), "
+        "or a built-in set (rotten-tomatoes, amazon-fine-food-train)."
+    )
+    text_column: str = Field(default="text", description="Column holding the text.")
+    label_column: str = Field(default="label", description="Column holding the label.")
+    prompt_column: str = Field(
+        default="prompt", description="Causal LM: column of the prompt (masked out of the loss)."
+    )
+    completion_column: str = Field(
+        default="completion", description="Causal LM: column of the completion that is learnt."
+    )
+    labels: list[str] = Field(
+        default=[], description="Label names in class-index order (comma list)."
+    )
+    train_size: int | None = Field(
+        default=None, ge=1, description="Use a seeded random subset of this many examples."
+    )
+    zeroshot_head: str | None = Field(
+        default=None,
+        description="Text models: one prompt per label, comma list ('a bad movie,a good movie'). "
+        "open_clip: 'openai' (the 80 ImageNet templates) or templates with {} (comma list).",
+    )
+    head_scale: float = Field(
+        default=20.0, gt=0, description="Logit scale of an embedding-classifier head."
+    )
+    max_length: int = Field(default=128, ge=2, description="Longest token sequence kept.")
+    mask_prompt: bool = Field(
+        default=True, description="Causal LM: leave prompt tokens out of the loss."
+    )
+    device: str = Field(default="auto", description="cpu, cuda[:N] or auto.")
+    seed: int = Field(default=0, description="Seed of data order, subsets, init and dropout.")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _split_labels(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, (list, tuple)):
+            return [p.strip() for item in v for p in str(item).split(",") if p.strip()]
+        return v
+
+
+class FinetuneOptions(TaskOptions):
+    """Fine-tuning with an optional forgetting mitigation (regulariser, distillation or LoRA)."""
+
+    eval: list[str] = Field(
+        default=[], description="NAME=KIND:ARG evaluators run after each epoch (repeatable)."
+    )
+    epochs: int = Field(default=3, ge=1, description="Passes over the training data.")
+    batch_size: int = Field(default=32, ge=1, description="Examples per micro-batch.")
+    grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    group_by_length: bool = Field(
+        default=False,
+        description="Batch texts of similar length together (less padding, faster on CPU).",
+    )
+    lr: float | None = Field(
+        default=None, gt=0, description="AdamW learning rate (default 3e-5 open_clip, 5e-5 else)."
+    )
+    weight_decay: float | None = Field(
+        default=None, ge=0, description="AdamW weight decay (default 0.1 open_clip, 0.01 else)."
+    )
+    schedule: Literal["cosine", "linear", "constant"] = Field(
+        default="cosine", description="Learning-rate schedule after the warm-up."
+    )
+    warmup_steps: int | None = Field(
+        default=None, ge=0, description="Linear warm-up steps (default 5% of all steps)."
+    )
+    grad_clip: float | None = Field(
+        default=1.0, gt=0, description="Clip the gradient norm to this (none: no clipping)."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16/fp16 autocast on GPU, fp32 on CPU."
+    )
+    reg: Reg = Field(default="none", description="Forgetting regulariser: l1, l2, ewc or kd.")
+    reg_weight: float | None = Field(
+        default=None, ge=0, description="Weight of the regulariser in the loss."
+    )
+    reg_params: RegParams = Field(
+        default="all", description="Parameters the l1/l2/ewc penalty covers."
+    )
+    reg_reduction: Reduction = Field(
+        default="sum", description="Penalty summed over parameters, or their mean."
+    )
+    fisher: str | None = Field(default=None, description="EWC: a Fisher file from sgmerge fisher.")
+    kd_temperature: float = Field(default=2.0, gt=0, description="Distillation temperature.")
+    lora_rank: int | None = Field(default=None, ge=1, description="Train LoRA adapters of rank R.")
+    lora_alpha: float | None = Field(
+        default=None, gt=0, description="LoRA scaling numerator (default 2 x rank)."
+    )
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
+    lora_targets: str | None = Field(
+        default=None,
+        description="Comma list of modules for LoRA: q,k,v,o (mapped to the architecture's "
+        "names) or module-name suffixes (default q,v; open_clip: c_fc,c_proj).",
+    )
+    freeze_head: bool = Field(default=False, description="Keep the classification head fixed.")
+    save: Literal["last", "best"] = Field(
+        default="last", description="Write the last epoch's weights, or the best epoch's."
+    )
+    select: str | None = Field(
+        default=None,
+        description="Metric for --save best: NAME or NAME.METRIC (default: the first "
+        "speciality evaluator's primary metric).",
+    )
+    log_every: int = Field(default=10, ge=1, description="Log the loss terms every N steps.")
+    checkpoint_every: int | None = Field(
+        default=None, ge=1, description="Save resumable state every N steps (and each epoch)."
+    )
+    resume: bool = Field(default=True, description="Continue from OUT's saved training state.")
+    save_init: str | None = Field(
+        default=None, description="Also write the initial model (the scan's alpha=0) here."
+    )
+    force: bool = Field(default=False, description="Replace existing destinations.")
+
+    def check(self) -> None:
+        """Rules between options, as one-line errors naming the flags."""
+        if self.reg != "none" and self.reg_weight is None:
+            raise SgMergeError(f"--reg {self.reg} needs --reg-weight W")
+        if self.reg == "ewc" and not self.fisher:
+            raise SgMergeError("--reg ewc needs --fisher FILE (made by sgmerge fisher)")
+        if self.fisher and self.reg != "ewc":
+            raise SgMergeError("--fisher is used by --reg ewc only")
+        if self.lora_rank and self.reg in ("l1", "l2", "ewc"):
+            raise SgMergeError(
+                f"--reg {self.reg} penalises full weights but LoRA trains adapters; use one of them"
+            )
+
+
+class FisherOptions(TaskOptions):
+    """The diagonal Fisher of a model on data, from per-sample gradients."""
+
+    mode: Literal["empirical", "sampled"] = Field(
+        default="empirical",
+        description="Labels: the data's (empirical) or drawn from the model's prediction.",
+    )
+    samples: int | None = Field(
+        default=None, ge=1, description="Examples used (a seeded subset; default all)."
+    )
+    per_sample: Literal["auto", "vmap", "loop"] = Field(
+        default="auto",
+        description="Per-sample gradients with torch.func vmap, a loop, or vmap if it works.",
+    )
+    batch_size: int = Field(default=16, ge=1, description="Examples per vmap batch.")
+    force: bool = Field(default=False, description="Replace an existing output file.")
+
+
+def make(model: type[BaseModel], options: BaseModel | None, kwargs: dict[str, Any]) -> Any:
+    """Options from a model and/or keyword arguments, pydantic errors as one clear line."""
+    try:
+        if options is None:
+            return model(**kwargs)
+        if not kwargs:
+            return model.model_validate(options.model_dump())
+        return model(**{**options.model_dump(), **kwargs})
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        where = f"--{loc.replace('_', '-')}: " if loc else ""
+        raise SgMergeError(f"{where}{err['msg'].removeprefix('Value error, ')}") from None
