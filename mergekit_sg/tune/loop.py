@@ -29,6 +29,7 @@ from mergekit_sg.tune.fisher_file import resolve_device
 from mergekit_sg.tune.options import FinetuneOptions, make
 from mergekit_sg.tune.penalty import Penalty
 from mergekit_sg.tune.progress import TrainBar
+from mergekit_sg.tune.steps import amp
 from mergekit_sg.tune.tasks import Task, build_task
 from mergekit_sg.version import TOOLKIT
 
@@ -114,19 +115,6 @@ def _seed_all(seed: int) -> None:
         np.random.seed(seed % 2**32)
 
 
-def _amp(device: torch.device, precision: str) -> tuple[torch.dtype | None, Any]:
-    """(autocast dtype or None, GradScaler or None): mixed precision only on CUDA."""
-    if device.type != "cuda":
-        if precision in ("bf16", "fp16"):
-            raise SgMergeError(f"--precision {precision} needs a GPU; on CPU training is fp32")
-        return None, None
-    if precision == "fp32":
-        return None, None
-    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
-
-
 def _select_key(opts: FinetuneOptions, evs: list[Evaluator]) -> tuple[str, str, bool] | None:
     """(evaluator, metric, higher is better) that --save best maximises."""
     if not evs:
@@ -172,7 +160,7 @@ class _Trainer:
 
     def __init__(self, opts: FinetuneOptions, task: Task, device: torch.device) -> None:
         self.opts, self.task, self.device = opts, task, device
-        self.amp_dtype, self.scaler = _amp(device, opts.precision)
+        self.amp_dtype, self.scaler = amp(device, opts.precision)
         module = task.module
         if opts.freeze_head and not opts.lora_rank:
             for n, p in module.named_parameters():

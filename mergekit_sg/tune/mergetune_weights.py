@@ -36,7 +36,8 @@ from mergekit_sg.tune.heads import HEAD_WEIGHTS, ClipClassifier
 from mergekit_sg.tune.loop import epoch_batches
 from mergekit_sg.tune.mergetune_loss import path_alphas, quadratic_penalty, weight_path_loss
 from mergekit_sg.tune.progress import TrainBar
-from mergekit_sg.tune.prompt_train import amp, epoch_lr, seed_all
+from mergekit_sg.tune.prompt_train import epoch_lr, seed_all
+from mergekit_sg.tune.steps import amp, optimizer_step
 from mergekit_sg.tune.tasks import StepOutput, Task, build_task
 from mergekit_sg.version import TOOLKIT
 
@@ -294,13 +295,7 @@ def mergetune_weights(opts: Any, out: Path, quiet: bool = True) -> WeightResult:
                 with autocast():
                     terms = batch_terms(idx)
                 loss = terms["loss"].float()
-                optimizer.zero_grad(set_to_none=True)
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                optimizer_step(loss, optimizer, scaler)
                 step += 1
                 values = {k: float(v.detach()) for k, v in terms.items()}
                 for k, v in values.items():

@@ -30,6 +30,7 @@ from mergekit_sg.tune.image_data import (
 )
 from mergekit_sg.tune.progress import TrainBar
 from mergekit_sg.tune.prompts import PromptModel, evaluate, image_features
+from mergekit_sg.tune.steps import amp, optimizer_step
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
@@ -83,19 +84,6 @@ def epoch_lr(epoch: int, epochs: int, lr: float, warmup_epochs: int, warmup_lr: 
         return warmup_lr
     rest = max(1, epochs - warmup_epochs)
     return 0.5 * lr * (1 + math.cos(math.pi * (epoch - warmup_epochs) / rest))
-
-
-def amp(device: torch.device, precision: str) -> tuple[torch.dtype | None, Any]:
-    """(autocast dtype or None, GradScaler or None): mixed precision on CUDA only."""
-    if device.type != "cuda":
-        if precision in ("bf16", "fp16"):
-            raise SgMergeError(f"--precision {precision} needs a GPU; on CPU training is fp32")
-        return None, None
-    if precision == "fp32":
-        return None, None
-    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
 
 
 def seed_all(seed: int) -> None:
@@ -187,13 +175,7 @@ def train_prompt(
                 with autocast():
                     terms = objective(feats, labels, ctx)
                 loss = terms["loss"].float()
-                optimizer.zero_grad(set_to_none=True)
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                optimizer_step(loss, optimizer, scaler)
                 step += 1
                 values = {k: float(v.detach()) for k, v in terms.items()}
                 for k, v in values.items():
