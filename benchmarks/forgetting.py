@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mergekit_sg.demo import minilm_dir
+from mergekit_sg.commands import minilm_dir
 from mergekit_sg.evals.datasets import amazon_available
 from mergekit_sg.evals.registry import build_evaluator
 from mergekit_sg.models.adapters import load_model

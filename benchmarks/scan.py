@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +22,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from mergekit_sg.demo import minilm_dir, perturbed_copy
+from mergekit_sg.commands import minilm_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import perturbed_copy
+
 from mergekit_sg.evals.registry import build_evaluator
 from mergekit_sg.io.sidefiles import copy_side_files
 from mergekit_sg.models.adapters import load_model

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import perturb, register_tiny_clip
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -19,15 +18,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 @pytest.fixture(autouse=True)
 def _hash_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MERGEKIT_SG_CACHE", str(tmp_path_factory.getbasetemp() / "sgcache"))
-
-
-def perturb(model: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
-    """A stand-in fine-tune: every floating parameter moved by seeded noise."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype))
-    return model
 
 
 def _llama(dtype: torch.dtype, tie: bool, seed: int):
@@ -117,29 +107,6 @@ def bert_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-TINY_CLIP = "sg-tiny-ViT"
-TINY_CLIP_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {
-        "context_length": 16,
-        "vocab_size": 49408,
-        "width": 32,
-        "heads": 2,
-        "layers": 2,
-    },
-}
-
-
-def register_tiny_clip() -> str:
-    import open_clip
-    from open_clip import factory
-
-    factory._MODEL_CONFIGS[TINY_CLIP] = json.loads(json.dumps(TINY_CLIP_CFG))
-    assert open_clip.get_model_config(TINY_CLIP) is not None
-    return TINY_CLIP
-
-
 @pytest.fixture(scope="session")
 def clip_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny open_clip CLIP (real architecture code, random init), saved as open_clip's
@@ -162,14 +129,3 @@ def clip_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         )
         out[role] = root / f"{role}.pt"
     return out
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `sgmerge` as a user would, in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "mergekit_sg", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-    )

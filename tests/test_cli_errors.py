@@ -8,20 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from helpers import assert_refused, run_cli
 from safetensors.torch import save_file
-
-
-def assert_refused(res, dest: Path, *words: str) -> None:
-    assert res.returncode == 2, res.stderr
-    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("sgmerge: error:")
-    for w in words:
-        assert w in lines[0], lines[0]
-    assert "Traceback" not in res.stderr
-    assert not dest.exists()
-    assert not [p for p in dest.parent.iterdir() if ".sgmerge-tmp-" in p.name]
 
 
 def st_dir(path: Path, tensors: dict[str, torch.Tensor]) -> Path:

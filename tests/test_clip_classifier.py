@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import register_tiny_clip
+from helpers import register_tiny_clip
 from safetensors.torch import load_file, save_file
 
 open_clip = pytest.importorskip("open_clip")
@@ -129,12 +129,13 @@ def _templates(root: Path) -> Path:
 
 
 def test_linear_path_endpoints_and_interpolate_agree(run, tmp_path: Path) -> None:
+    from mergekit_sg.commands import interpolate_and_push
+    from mergekit_sg.merge import InterpolateOptions
     from mergekit_sg.merge.math import lerp
     from mergekit_sg.models.adapters import load_model
     from mergekit_sg.models.clip_classifier import HEAD_META, HEAD_WEIGHTS
     from mergekit_sg.models.linear_path import LinearPath
     from mergekit_sg.path.run import fingerprint
-    from mergekit_sg.workflows import InterpolateOptions, interpolate_and_push
 
     zs, ft, cont = run["zs"], run["ft"], run["cont"]
     lm = load_model(run["model"], zs)

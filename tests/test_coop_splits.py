@@ -201,8 +201,8 @@ def test_imagenet_wnid_class_names(tmp_path: Path) -> None:
 
 def test_clip_zeroshot_reads_a_split(tmp_path: Path) -> None:
     """`--eval x=clip-zeroshot:split.json:test` scores the same as the class folders."""
-    from test_evals import COLOURS, ColourClip, colour_tokens, to_tensor
-    from test_evals import _png as colour_png
+    from helpers import COLOURS, ColourClip, colour_tokens, to_tensor
+    from helpers import _png as colour_png
 
     from mergekit_sg.evals.registry import build_evaluator
     from mergekit_sg.models.adapters import LoadedModel
@@ -241,7 +241,7 @@ def test_clip_zeroshot_reads_a_split(tmp_path: Path) -> None:
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     pytest.importorskip("torchvision")
     open_clip = pytest.importorskip("open_clip")
-    from conftest import register_tiny_clip
+    from helpers import register_tiny_clip
     from safetensors.torch import save_file
 
     name = register_tiny_clip()
@@ -253,8 +253,8 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def test_sgmerge_coop_trains_from_the_split_file(tiny_clip, tmp_path: Path, capsys) -> None:
+    from helpers import cli
     from safetensors.torch import load_file
-    from test_hub import cli
 
     from mergekit_sg.tune.coop import coop
     from mergekit_sg.tune.prompt_train import split_accuracy
@@ -328,8 +328,7 @@ def test_sgmerge_coop_trains_from_the_split_file(tiny_clip, tmp_path: Path, caps
 
 
 def test_sgmerge_coop_refuses_a_missing_split(tiny_clip, tmp_path: Path, capsys) -> None:
-    from test_cli_errors import assert_refused
-    from test_hub import cli
+    from helpers import assert_refused, cli
 
     js = coop_dataset(tmp_path / "tiny")
     out = tmp_path / "coop"

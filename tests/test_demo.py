@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mergekit_sg.demo import DemoSettings, run_demo
+from mergekit_sg.commands import DemoSettings, run_demo
 
 
 @pytest.fixture(scope="module")

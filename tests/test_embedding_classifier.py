@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mergekit_sg import interpolate
-from mergekit_sg.demo import minilm_dir
+from mergekit_sg.commands import minilm_dir
 from mergekit_sg.models.adapters import load_model
 from mergekit_sg.models.embedding_classifier import (
     EmbeddingClassifier,

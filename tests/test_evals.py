@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import perturb, register_tiny_clip
+from helpers import (
+    COLOURS,
+    ColourClip,
+    colour_png,
+    colour_tokens,
+    perturb,
+    register_tiny_clip,
+    to_tensor,
+)
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals import datasets
@@ -602,7 +610,7 @@ def test_embedding_similarity_open_clip_text_tower(clip_pair, tmp_path: Path) ->
 def test_real_minilm_lee_and_wordsim() -> None:
     """Properties of the pretrained all-MiniLM-L6-v2: measured Lee Pearson 0.656, wordsim353
     Spearman 0.729 (simlex999 Spearman 0.446, not run here for time)."""
-    from mergekit_sg.demo import minilm_dir
+    from mergekit_sg.commands import minilm_dir
 
     model = load_model("hf:encoder", minilm_dir())
     lee = build_evaluator("generality.lee=embedding-similarity:lee")(model)
@@ -612,52 +620,6 @@ def test_real_minilm_lee_and_wordsim() -> None:
 
 
 # ---- clip-zeroshot ----------------------------------------------------------------------------
-
-COLOURS = {  # head order: yellow 0, red 1, cyan 2, green 3, blue 4, magenta 5, white 6
-    "yellow": (1, 1, 0),
-    "red": (1, 0, 0),
-    "cyan": (0, 1, 1),
-    "green": (0, 1, 0),
-    "blue": (0, 0, 1),
-    "magenta": (1, 0, 1),
-    "white": (1, 1, 1),
-}
-
-
-class ColourClip(torch.nn.Module):
-    """Text features: the RGB of the colour a prompt names; image features: the mean RGB."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
-
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(
-            [list(COLOURS.values())[i] for i in tokens.tolist()], dtype=torch.float32
-        )
-
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        return pixels.mean((2, 3))
-
-
-def colour_tokens(texts: list[str]) -> torch.Tensor:
-    """The index of the colour word in each prompt (whole words: 'embroidered' is not red)."""
-    words = [t.replace(".", " ").split() for t in texts]
-    return torch.tensor([next(i for i, c in enumerate(COLOURS) if c in w) for w in words])
-
-
-def to_tensor(image) -> torch.Tensor:
-    return torch.tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1) / 255
-
-
-def _png(path: Path, rgb: tuple[int, int, int], noise: int = 0, seed: int = 0) -> Path:
-    from PIL import Image
-
-    arr = np.full((32, 32, 3), rgb, dtype=np.int16)
-    arr += np.random.default_rng(seed).integers(-noise, noise + 1, arr.shape) if noise else 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(path)
-    return path
 
 
 @pytest.fixture
@@ -670,7 +632,7 @@ def colour_folder(tmp_path: Path) -> Path:
     }
     for folder, rgbs in images.items():
         for i, rgb in enumerate(rgbs):
-            _png(root / folder / f"{i}.png", rgb)
+            colour_png(root / folder / f"{i}.png", rgb)
     (tmp_path / "head.txt").write_text("\n".join(COLOURS) + "\n")
     return root
 
@@ -721,7 +683,7 @@ def test_clip_zeroshot_coop_keyed_class_names(tmp_path: Path) -> None:
     images["blue"] = [(0, 0, 255), (0, 0, 200)]
     for colour, rgbs in images.items():
         for i, rgb in enumerate(rgbs):
-            _png(root / keys[colour] / f"{i}.png", rgb)
+            colour_png(root / keys[colour] / f"{i}.png", rgb)
     names = tmp_path / "classnames.txt"
     names.write_text("".join(f"{k} {c}\n" for c, k in keys.items()))
     model = LoadedModel(
@@ -739,7 +701,7 @@ def test_numeric_class_folders_sort_as_numbers(tmp_path: Path) -> None:
     from mergekit_sg.tune.image_data import read_images
 
     for name, rgb in (("2", (0, 255, 0)), ("10", (0, 0, 255)), ("1", (255, 0, 0))):
-        _png(tmp_path / "v2" / name / "a.png", rgb)
+        colour_png(tmp_path / "v2" / name / "a.png", rgb)
     assert read_folder(tmp_path / "v2").classes == ["1", "2", "10"]
     (tmp_path / "names.txt").write_text("red\ngreen\nblue\n")
     got = read_images(tmp_path / "v2", tmp_path / "names.txt")
@@ -780,7 +742,7 @@ def test_clip_zeroshot_tiny_open_clip_against_open_clip(clip_pair, tmp_path: Pat
     for c, cls in enumerate(classes):
         for i in range(4):
             paths.append(
-                _png(
+                colour_png(
                     tmp_path / "set" / cls / f"{i}.png",
                     (60 * c + 40, 90, 200 - 50 * c),
                     noise=60,

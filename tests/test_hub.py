@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_refused, cli, state
 from hubserver import FakeHub
 from huggingface_hub import ModelCard, snapshot_download
-from test_cli_errors import assert_refused
-from test_interpolate import state
 
 from mergekit_sg import interpolate
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.hub import plan_upload, push_folder
 from mergekit_sg.io.card import Evidence, add_evidence, check_card
+from mergekit_sg.io.hub import plan_upload, push_folder
 from mergekit_sg.io.reference import resolve
 
 TOKEN = "hf_SECRETtoken123"
@@ -47,16 +46,6 @@ def online(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fak
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     return hub
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
-    """`sgmerge ARGS` in this process (fast), with its status and captured output."""
-    from mergekit_sg.cli.app import main
-
-    capsys.readouterr()
-    rc = main(list(args))
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(list(args), rc, out, err)
 
 
 def sg(hub: FakeHub, tmp_path: Path, *args: str, token: str | None = TOKEN):
@@ -263,8 +252,8 @@ def test_no_push_when_the_merge_fails(online, tmp_path: Path, capsys) -> None:
 
 
 def test_push_to_hub_refuses_several_alphas_before_merging(llama_pair, tmp_path) -> None:
+    from mergekit_sg.commands import interpolate_and_push
     from mergekit_sg.merge.options import InterpolateOptions
-    from mergekit_sg.workflows import interpolate_and_push
 
     opts = InterpolateOptions(alpha=[0.2, 0.4], push_to_hub="org/m")
     with pytest.raises(SgMergeError, match="'org/bad--name' is not a Hub repo id"):

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import torch
-from conftest import run_cli
+from helpers import run_cli
 from safetensors.torch import save_file
 
 from mergekit_sg import diff_checkpoints, inspect_checkpoint

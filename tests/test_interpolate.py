@@ -8,16 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import state, within_fp32_rounding
 from huggingface_hub import ModelCard
 from safetensors import safe_open
-from test_math import within_fp32_rounding
 
 from mergekit_sg import SgMergeError, interpolate, open_checkpoint
-
-
-def state(path: Path) -> dict[str, torch.Tensor]:
-    with open_checkpoint(path) as ck:
-        return {n: ck.read(n).clone() for n in ck.tensors}
 
 
 def assert_formula(out: Path, pre: Path, ft: Path, alpha: float) -> None:

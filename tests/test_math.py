@@ -6,26 +6,13 @@ import math
 
 import pytest
 import torch
+from helpers import exact, within_fp32_rounding
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mergekit_sg.merge.math import lerp, relative_l2
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-
-
-def exact(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
-    return (1 - alpha) * a.double() + alpha * b.double()
-
-
-def within_fp32_rounding(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float) -> None:
-    """|out - exact| <= half an ulp of the output dtype + float32 working error."""
-    ref = exact(a, b, alpha)
-    err = (out.double() - ref).abs()
-    eps_out = torch.finfo(out.dtype).eps
-    tiny = torch.finfo(out.dtype).tiny
-    bound = 0.5 * eps_out * ref.abs() + 4 * 2.0**-24 * (a.double().abs() + b.double().abs()) + tiny
-    assert bool((err <= bound).all()), float((err - bound).max())
 
 
 def pair(n: int, dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,11 +5,12 @@ given Fisher, subset mode works through functional_call, and CPU runs repeat exa
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import register_tiny_clip
+from helpers import register_tiny_clip
 from safetensors.torch import load_file, save_file
 
 from mergekit_sg.errors import SgMergeError
@@ -109,7 +110,7 @@ def test_coop_writes_prompt_log_and_base_novel_accuracy(setup, coop_run) -> None
 def test_at_init_every_path_point_is_the_finetuned_model(setup, coop_run, monkeypatch) -> None:
     """Through the training loop: the first step's L_lmc and L_main are the fine-tuned prompt's
     cross-entropy on the batch, and L_zs is 1 - cos(T(w2), T_zs); no gradient reaches CLIP."""
-    import mergekit_sg.tune.mergetune as mt
+    mt = importlib.import_module("mergekit_sg.tune.mergetune")  # the face binds the function
     from mergekit_sg.models.coop import template_features
     from mergekit_sg.tune.mergetune_loss import cosine_surrogate
     from mergekit_sg.tune.prompts import evaluate, load_prompt
@@ -367,7 +368,7 @@ def test_errors_are_one_line(setup, coop_run, tmp_path: Path) -> None:
 def test_prompt_benchmark_recipe_runs_coop_then_mergetune(setup, tmp_path: Path) -> None:
     import yaml
 
-    from mergekit_sg.recipe import parse_recipe, run_recipe
+    from mergekit_sg.commands import parse_recipe, run_recipe
 
     data = {
         "command": "prompt-benchmark",
@@ -419,7 +420,7 @@ def test_real_minilm_head_mode_paths_measured_with_lmc(tmp_path: Path) -> None:
     three paths (the continued model's are not higher than the direct one's); the continued
     head is pulled back towards the zero-shot head, keeps most of the fine-tune's gain, and
     nothing but the head moves."""
-    from mergekit_sg.demo import PROMPTS, minilm_dir
+    from mergekit_sg.commands import PROMPTS, minilm_dir
     from mergekit_sg.path.run import lmc
     from mergekit_sg.tune.mergetune import MergetuneOptions, mergetune
     from mergekit_sg.tune.tasks import build_task

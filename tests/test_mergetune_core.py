@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import register_tiny_clip
+from helpers import register_tiny_clip
 
 from mergekit_sg.models.coop import PromptLearner, prompt_features, template_features
 from mergekit_sg.tune.mergetune_loss import (

@@ -7,9 +7,10 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from helpers import SENTENCES, embed, embedding_path, perturbed_copy
 
 from mergekit_sg import interpolate
-from mergekit_sg.demo import SENTENCES, embed, embedding_path, minilm_dir, perturbed_copy
+from mergekit_sg.commands import minilm_dir
 
 
 @pytest.fixture(scope="module")

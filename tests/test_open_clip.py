@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import register_tiny_clip
+from helpers import register_tiny_clip
 
 from mergekit_sg import interpolate, open_checkpoint
 
@@ -85,7 +85,7 @@ def test_open_clip_config_side_file_is_carried(clip_pair, tmp_path: Path) -> Non
         save_file(
             {n: ck.read(n).contiguous() for n in ck.tensors}, src / "open_clip_model.safetensors"
         )
-    from conftest import TINY_CLIP_CFG
+    from helpers import TINY_CLIP_CFG
 
     (src / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG}))
     res = interpolate(clip_pair["pre"], src, tmp_path / "m", alpha=0.5)

@@ -133,7 +133,7 @@ def test_scan_records_and_resumes(llama_pair, tmp_path: Path) -> None:
 
 
 def test_write_best_carries_the_scan_as_evidence(llama_pair, tmp_path: Path) -> None:
-    from mergekit_sg.workflows import scan_command
+    from mergekit_sg.commands import scan_command
 
     pre, ft = llama_pair["pre_f32"], llama_pair["ft_f32"]
     rep = scan_command(

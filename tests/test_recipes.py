@@ -12,15 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import assert_refused, cli, state, within_fp32_rounding
 from pydantic import BaseModel, ConfigDict
-from test_cli_errors import assert_refused
-from test_hub import cli
-from test_interpolate import state
-from test_math import within_fp32_rounding
 
 from mergekit_sg import SgMergeError, open_checkpoint
-from mergekit_sg.io.card import RECIPE_FILE, check_card
-from mergekit_sg.recipe import (
+from mergekit_sg.commands import (
     RecipeResult,
     load_recipe,
     parse_recipe,
@@ -29,6 +25,7 @@ from mergekit_sg.recipe import (
     register_recipe_command,
     run_recipe,
 )
+from mergekit_sg.io.card import RECIPE_FILE, check_card
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 
@@ -79,7 +76,9 @@ def test_recipe_defaults_and_variables(tmp_path: Path) -> None:
 
 
 def _perturbed_minilm(root: Path) -> tuple[Path, Path]:
-    from mergekit_sg.demo import minilm_dir, perturbed_copy
+    from helpers import perturbed_copy
+
+    from mergekit_sg.commands import minilm_dir
 
     pre = minilm_dir()
     return pre, perturbed_copy(pre, root / "ft", scale=0.05, seed=0)
@@ -406,7 +405,7 @@ def test_fisher_recipe_matches_brute_force(tiny_classifier, tmp_path: Path, caps
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from tunekit import sentiment_rows
 
-    from mergekit_sg.recipe import recipe_sidecar
+    from mergekit_sg.commands import recipe_sidecar
 
     c = tiny_classifier
     out = tmp_path / "f.safetensors"
@@ -456,12 +455,12 @@ def test_clip_shift_scan_recipe_reads_the_documented_layout(clip_pair, tmp_path,
     with a tiny open_clip in place of ViT-B/16: wnid folders, index-named folders (ImageNet-V2)
     and the same images give the same numbers, and a 200-class-style subset (WNID<TAB>INDEX, as
     the recipe's snippet writes it) scores exactly as a head of only those classes does."""
-    from conftest import register_tiny_clip
+    from helpers import register_tiny_clip
     from tunekit import image_folder
 
+    from mergekit_sg.commands import scan_command
     from mergekit_sg.evals.registry import build_evaluator
     from mergekit_sg.models.adapters import load_model
-    from mergekit_sg.workflows import scan_command
 
     arch = register_tiny_clip()
     data = tmp_path / "data"

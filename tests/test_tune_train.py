@@ -198,7 +198,7 @@ def test_fisher_file_matches_brute_force(bert, tmp_path: Path) -> None:
 
 
 def test_embedding_classifier_lora_on_real_minilm(tmp_path: Path) -> None:
-    from mergekit_sg.demo import minilm_dir
+    from mergekit_sg.commands import minilm_dir
 
     rows = [
         ("a moving, beautiful triumph", "fresh"),
@@ -271,7 +271,7 @@ def test_causal_lm_masks_the_prompt_and_trains(llama_pair, tmp_path: Path) -> No
 def test_open_clip_zero_shot_head_and_finetune(clip_pair, tmp_path: Path) -> None:
     import open_clip
     import torch.nn.functional as F
-    from conftest import TINY_CLIP
+    from helpers import TINY_CLIP
 
     from mergekit_sg.tune.heads import HEAD_WEIGHTS
 

@@ -26,19 +26,20 @@ _ABORT = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
 
 # command -> (module, function), in help order; a command's module is imported only when that
 # command runs (or for the command list), so `sgmerge interpolate` does not import the others
+# (the import-graph test reads the module names of this literal table as edges)
 COMMANDS = {
-    "interpolate": ("interpolate", "interpolate_cmd"),
-    "inspect": ("inspect", "inspect_cmd"),
-    "diff": ("diff", "diff_cmd"),
-    "scan": ("scan", "scan_cmd"),
-    "lmc": ("scan", "lmc_cmd"),
-    "demo": ("demo", "demo_cmd"),
-    "push": ("push", "push_cmd"),
-    "run": ("run", "run_cmd"),
-    "finetune": ("finetune", "finetune_cmd"),
-    "fisher": ("fisher", "fisher_cmd"),
-    "coop": ("coop", "coop_cmd"),
-    "mergetune": ("mergetune", "mergetune_cmd"),
+    "interpolate": ("mergekit_sg.cli.interpolate", "interpolate_cmd"),
+    "inspect": ("mergekit_sg.cli.inspect", "inspect_cmd"),
+    "diff": ("mergekit_sg.cli.diff", "diff_cmd"),
+    "scan": ("mergekit_sg.cli.scan", "scan_cmd"),
+    "lmc": ("mergekit_sg.cli.scan", "lmc_cmd"),
+    "demo": ("mergekit_sg.cli.demo", "demo_cmd"),
+    "push": ("mergekit_sg.cli.push", "push_cmd"),
+    "run": ("mergekit_sg.cli.run", "run_cmd"),
+    "finetune": ("mergekit_sg.cli.finetune", "finetune_cmd"),
+    "fisher": ("mergekit_sg.cli.fisher", "fisher_cmd"),
+    "coop": ("mergekit_sg.cli.coop", "coop_cmd"),
+    "mergetune": ("mergekit_sg.cli.mergetune", "mergetune_cmd"),
 }
 
 
@@ -53,7 +54,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     )
     for name, (module, fn) in COMMANDS.items():
         if only is None or name == only:
-            mod = importlib.import_module(f"mergekit_sg.cli.{module}")
+            mod = importlib.import_module(module)
             app.command(name)(getattr(mod, fn))
     app.callback()(_root)
     return app

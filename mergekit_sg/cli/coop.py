@@ -8,22 +8,8 @@ from typing import Annotated
 import typer
 
 from mergekit_sg.cli.common import console
-from mergekit_sg.cli.options import with_options
-from mergekit_sg.tune.coop import LOG_FILE, CoopOptions, PromptResult, coop
-
-
-def print_prompt_result(res: PromptResult, what: str) -> None:
-    """Test accuracy (base, novel, harmonic mean when split) and where things went."""
-    if res.test:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in res.test.items())
-        console.print(f"test accuracy: {shown}")
-    if res.init is not None:
-        console.print(f"initial prompt -> [bold]{res.init}[/]")
-    best = f", best epoch {res.best_epoch}" if res.best_epoch else ""
-    console.print(
-        f"{what} -> [bold]{res.out}[/] ({res.steps} steps in {res.seconds:.0f} s{best}; "
-        f"log: {res.out / LOG_FILE})"
-    )
+from mergekit_sg.cli.flags import with_options
+from mergekit_sg.commands.coop import CoopOptions, coop, prompt_lines
 
 
 @with_options(CoopOptions)
@@ -38,4 +24,5 @@ def coop_cmd(
     """Learn a CoOp prompt (context vectors before each class name) for a frozen CLIP."""
     res = coop(out, options, quiet=quiet)
     if not quiet:
-        print_prompt_result(res, "prompt")
+        for line in prompt_lines(res, "prompt"):
+            console.print(line)

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from mergekit_sg.cli.common import console
-from mergekit_sg.demo import DemoSettings, fresh_dir, run_demo
-from mergekit_sg.report import scan_table
+from mergekit_sg.commands.demo import DemoSettings, fresh_dir, run_demo
+from mergekit_sg.commands.scan import scan_table
 
 
 def demo_cmd(

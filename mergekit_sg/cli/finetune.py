@@ -10,9 +10,8 @@ import typer
 from rich.table import Table
 
 from mergekit_sg.cli.common import console
-from mergekit_sg.cli.options import with_options
-from mergekit_sg.tune.loop import finetune
-from mergekit_sg.tune.options import FinetuneOptions
+from mergekit_sg.cli.flags import with_options
+from mergekit_sg.commands.finetune import FinetuneOptions, finetune
 
 
 @with_options(FinetuneOptions)

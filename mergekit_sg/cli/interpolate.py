@@ -8,13 +8,11 @@ from typing import Annotated
 
 import typer
 
-from mergekit_sg.cli.common import command_line, console, human_bytes
-from mergekit_sg.cli.options import with_options
+from mergekit_sg.cli.common import command_line, console
+from mergekit_sg.cli.flags import with_options
 from mergekit_sg.cli.push import print_push
-from mergekit_sg.io.dtypes import itemsize
-from mergekit_sg.merge.options import InterpolateOptions
-from mergekit_sg.progress import make_progress
-from mergekit_sg.workflows import interpolate_and_push
+from mergekit_sg.commands.interpolate import InterpolateOptions, interpolate_and_push, summary_lines
+from mergekit_sg.io.progress import make_progress
 
 
 @with_options(InterpolateOptions)
@@ -37,14 +35,7 @@ def interpolate_cmd(
     )
     if quiet:
         return
-    n = len(res.plan.entries)
-    nbytes = sum(e.numel * itemsize(e.out_dtype) for e in res.plan.entries)
-    copied = sum(1 for e in res.plan.entries if e.rule.kind == "copy")
-    for alpha, path in res.outputs.items():
-        console.print(f"alpha={alpha:g} -> [bold]{path}[/]")
-    console.print(
-        f"{n} tensors ({copied} copied), {human_bytes(nbytes)} per output, "
-        f"{len(res.outputs)} output(s) in {time.perf_counter() - t0:.1f} s"
-    )
+    for line in summary_lines(res, time.perf_counter() - t0):
+        console.print(line)
     if push is not None:
         print_push(push)

@@ -9,11 +9,8 @@ from typing import Annotated
 import typer
 
 from mergekit_sg.cli.common import console
-from mergekit_sg.cli.coop import print_prompt_result
-from mergekit_sg.cli.options import with_options
-from mergekit_sg.tune.coop import PromptResult
-from mergekit_sg.tune.mergetune import MergetuneOptions, mergetune
-from mergekit_sg.tune.mergetune_weights import LOG_FILE
+from mergekit_sg.cli.flags import with_options
+from mergekit_sg.commands.mergetune import MergetuneOptions, mergetune, summary_lines
 
 
 @with_options(MergetuneOptions)
@@ -30,16 +27,5 @@ def mergetune_cmd(
     res = mergetune(out, options, quiet=quiet)
     if quiet:
         return
-    if isinstance(res, PromptResult):
-        print_prompt_result(res, "continued prompt")
-        return
-    for rec in res.evals:
-        shown = ", ".join(
-            f"{n}.{m} {v:.4f}" for n, ms in rec["metrics"].items() for m, v in ms.items()
-        )
-        mark = " *" if rec["epoch"] == res.best_epoch else ""
-        console.print(f"epoch {rec['epoch']}{mark}: {shown}")
-    console.print(
-        f"continued ({res.mode}: {len(res.trainable)} tensors) -> [bold]{res.out}[/] "
-        f"({res.steps} steps in {res.seconds:.0f} s; log: {res.out / LOG_FILE})"
-    )
+    for line in summary_lines(res):
+        console.print(line)

@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mergekit_sg.cli.common import console, human_bytes
-from mergekit_sg.cli.options import with_options
-from mergekit_sg.hub import PushOptions, PushResult, push_folder
+from mergekit_sg.cli.common import console
+from mergekit_sg.cli.flags import with_options
+from mergekit_sg.commands.format import human_bytes
+from mergekit_sg.commands.push import PushOptions, PushResult, push_folder
 
 
 def print_push(res: PushResult) -> None:

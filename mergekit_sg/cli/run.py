@@ -9,30 +9,23 @@ import typer
 from rich.table import Table
 
 from mergekit_sg.cli.common import command_line, console
-from mergekit_sg.io.atomic import check_destination
-from mergekit_sg.io.reference import HF_URI, HUB_ID, PKG_PREFIX, resolve
-from mergekit_sg.progress import make_progress
-from mergekit_sg.recipe import Recipe, load_recipe, run_recipe, with_force
-
-
-def _where(ref: str) -> str:
-    """Where an input comes from; local and package inputs are checked, Hub ones not fetched."""
-    local = Path(ref).expanduser().exists() or ref.startswith(PKG_PREFIX)
-    if not local and (HF_URI.match(ref) or HUB_ID.match(ref)):
-        return "Hub (fetched when run)"
-    return str(resolve(ref).path)
+from mergekit_sg.commands.recipe import Recipe
+from mergekit_sg.commands.run import (
+    check_destination_free,
+    check_recipe,
+    load_recipe,
+    plan_rows,
+    run_recipe,
+    with_force,
+)
+from mergekit_sg.io.progress import make_progress
 
 
 def print_plan(recipe: Recipe) -> None:
     """What a run would do: the command, its inputs, destination and the options it sets."""
     t = Table("", "", title=f"would run: {recipe.command.name}", show_header=False)
-    for name, ref in recipe.inputs.items():
-        where = "Hub repo (written when run)" if name in recipe.command.targets else _where(ref)
-        t.add_row(name, f"{ref}  [dim]{where}[/]")
-    if recipe.out is not None:
-        t.add_row("out", str(recipe.out))
-    for key, value in recipe.options.model_dump(exclude_unset=True).items():
-        t.add_row(f"options.{key}", str(value))
+    for key, value in plan_rows(recipe):
+        t.add_row(key, value)
     console.print(t)
 
 
@@ -53,9 +46,9 @@ def run_cmd(
     rec = load_recipe(recipe)
     if dry_run:
         rec = with_force(rec) if force else rec
+        check_recipe(rec)
         print_plan(rec)
-        if rec.out is not None:
-            check_destination(rec.out, bool(getattr(rec.options, "force", False)))
+        check_destination_free(rec)
         console.print("dry run: nothing written")
         return
     res = run_recipe(rec, force=force, progress=make_progress(quiet), command_line=command_line())

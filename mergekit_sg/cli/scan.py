@@ -8,11 +8,10 @@ from typing import Annotated
 import typer
 
 from mergekit_sg.cli.common import console
-from mergekit_sg.cli.options import with_options
-from mergekit_sg.path.run import LmcOptions, ScanOptions
-from mergekit_sg.progress import make_progress
-from mergekit_sg.report import lmc_table, scan_table
-from mergekit_sg.workflows import lmc_command, scan_command
+from mergekit_sg.cli.flags import with_options
+from mergekit_sg.commands.lmc import LmcOptions, lmc_command, lmc_table
+from mergekit_sg.commands.scan import ScanOptions, scan_command, scan_table
+from mergekit_sg.io.progress import make_progress
 
 
 @with_options(ScanOptions)

@@ -57,8 +57,5 @@ def user_dtype(name: str) -> torch.dtype:
 
 
 def itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def is_float(dtype: torch.dtype) -> bool:
-    return dtype.is_floating_point
+    """Bytes per element, from the dtype itself (no tensor is allocated)."""
+    return dtype.itemsize

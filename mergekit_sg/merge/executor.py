@@ -17,6 +17,7 @@ import torch
 
 from mergekit_sg.io.checkpoint import Checkpoint
 from mergekit_sg.io.dtypes import itemsize
+from mergekit_sg.io.progress import NullProgress, Progress
 from mergekit_sg.io.safetensors_write import (
     PLACED_ALIGN,
     StreamingWriter,
@@ -25,7 +26,6 @@ from mergekit_sg.io.safetensors_write import (
 )
 from mergekit_sg.merge.math import lerp_into
 from mergekit_sg.merge.plan import MergePlan, PlanEntry
-from mergekit_sg.progress import NullProgress, Progress
 
 CHUNK_ELEMS = 1 << 22  # 4M elements: the unit other streaming passes (inspect) use
 CHUNK_BYTES = 8 << 20  # bytes per buffer at the widest dtype of the plan: 4M bfloat16

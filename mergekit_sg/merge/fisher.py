@@ -18,9 +18,9 @@ import torch
 from mergekit_sg.errors import SgMergeError, first_few
 from mergekit_sg.io.checkpoint import Checkpoint, open_checkpoint
 from mergekit_sg.io.dtypes import itemsize
+from mergekit_sg.io.progress import Progress
 from mergekit_sg.merge.math import lerp
 from mergekit_sg.merge.plan import MergePlan, PlanEntry
-from mergekit_sg.progress import Progress
 
 DEFAULT_FLOOR = 1e-6
 

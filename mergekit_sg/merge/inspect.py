@@ -123,10 +123,6 @@ class DiffReport:
     groups: list[GroupDistance] = field(default_factory=list)
     total_rel_l2: float = 0.0
 
-    @property
-    def identical_keys(self) -> bool:
-        return not (self.only_a or self.only_b or self.shape_mismatch)
-
 
 def diff_checkpoints(
     a: str | Path | Checkpoint, b: str | Path | Checkpoint, group_by: str = "layer"

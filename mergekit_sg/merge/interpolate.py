@@ -14,6 +14,7 @@ from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.atomic import atomic_directory, check_destination
 from mergekit_sg.io.card import RECIPE_FILE, CardExtras
 from mergekit_sg.io.checkpoint import TIED_META, Checkpoint, open_checkpoint
+from mergekit_sg.io.progress import NullProgress, Progress
 from mergekit_sg.io.safetensors_write import (
     OutSpec,
     ShardLayout,
@@ -29,7 +30,6 @@ from mergekit_sg.merge.options import InterpolateOptions
 from mergekit_sg.merge.plan import MergePlan, build_plan
 from mergekit_sg.merge.provenance import HashJob, source_record, write_card
 from mergekit_sg.options import build_options
-from mergekit_sg.progress import NullProgress, Progress
 from mergekit_sg.version import TOOLKIT
 
 

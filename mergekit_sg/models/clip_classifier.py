@@ -26,9 +26,9 @@ from mergekit_sg.errors import SgMergeError
 if TYPE_CHECKING:
     from mergekit_sg.io.card import CardExtras
     from mergekit_sg.io.checkpoint import Checkpoint
+    from mergekit_sg.io.progress import Progress
     from mergekit_sg.merge.interpolate import InterpolateResult
     from mergekit_sg.merge.options import InterpolateOptions
-    from mergekit_sg.progress import Progress
 
 HEAD_WEIGHTS = "classifier_head.safetensors"
 HEAD_META = "classifier_head.json"

@@ -17,6 +17,7 @@ from mergekit_sg.evals.registry import build_evaluator
 from mergekit_sg.io.checkpoint import open_checkpoint
 from mergekit_sg.io.dtypes import user_dtype
 from mergekit_sg.io.hashing import file_sha256
+from mergekit_sg.io.progress import Progress
 from mergekit_sg.merge.interpolate import InterpolateResult
 from mergekit_sg.models.adapters import LoadedModel, load_model
 from mergekit_sg.models.linear_path import LinearPath
@@ -26,7 +27,6 @@ from mergekit_sg.path.lmc import PathBarrier, path_barrier
 from mergekit_sg.path.records import RecordStore
 from mergekit_sg.path.scan import ScanResult, scan_path, with_endpoints
 from mergekit_sg.path.select import Rule, Selection, select
-from mergekit_sg.progress import Progress
 
 RESULTS = "results.jsonl"
 

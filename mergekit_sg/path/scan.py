@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mergekit_sg.evals.base import Evaluator
+from mergekit_sg.io.progress import NullProgress, Progress
 from mergekit_sg.models.adapters import LoadedModel
 from mergekit_sg.models.linear_path import LinearPath
 from mergekit_sg.path.records import Record, RecordStore
-from mergekit_sg.progress import NullProgress, Progress
 
 
 @dataclass(frozen=True)

