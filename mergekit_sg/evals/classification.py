@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import BaseEvaluator, EvalSpec
 from mergekit_sg.evals.common import (
-    Options,
     check_primary,
     column,
     existing,
@@ -29,7 +28,7 @@ from mergekit_sg.evals.common import (
     read_rows,
 )
 from mergekit_sg.evals.datasets import CLASSIFICATION, classification_set
-from mergekit_sg.evals.registry import register
+from mergekit_sg.evals.specs import SeqClassificationOptions
 from mergekit_sg.evals.stats import macro_f1, roc_auc
 from mergekit_sg.evals.text import TokenCache, hf_ids, length_batches, need_tokenizer, pad, pad_id
 from mergekit_sg.models.adapters import LoadedModel
@@ -168,13 +167,10 @@ def _as_int(v: Any) -> int | None:
     return None
 
 
-@register("seq-classification")
-def seq_classification(spec: EvalSpec) -> SeqClassification:
-    o = Options(spec)
-    names_opt = o.text("labels")
-    names = tuple(n.strip() for n in names_opt.split("+")) if names_opt else None
+def seq_classification(spec: EvalSpec, o: SeqClassificationOptions) -> SeqClassification:
+    names = tuple(n.strip() for n in o.labels.split("+")) if o.labels else None
     if spec.arg in CLASSIFICATION:
-        examples, builtin = classification_set(spec.arg, seed=o.integer("seed", 0, minimum=0) or 0)
+        examples, builtin = classification_set(spec.arg, seed=o.seed)
         texts = [e.text for e in examples]
         builtin_names: tuple[str, ...] | None = builtin
         raw: list[Any] = [builtin[e.label] for e in examples]
@@ -188,16 +184,14 @@ def seq_classification(spec: EvalSpec) -> SeqClassification:
         rows = read_rows(path)
         if not rows:
             raise SgMergeError(f"--eval {spec.name}: {path} has no rows")
-        texts = [str(t) for t in column(rows, o.text("text", "text") or "text", path)]
-        raw = column(rows, o.text("label", "label") or "label", path)
+        texts = [str(t) for t in column(rows, o.text, path)]
+        raw = column(rows, o.label, path)
         builtin_names = None
         source, auc_default = str(path), False
-    limit = o.integer("limit")
-    if limit is not None:
-        texts, raw = texts[:limit], raw[:limit]
-    auc = o.flag("auc", auc_default)
-    primary = o.text("primary", "accuracy") or "accuracy"
-    auc = auc or primary == "auc"
+    if o.limit is not None:
+        texts, raw = texts[: o.limit], raw[: o.limit]
+    primary = o.primary or "accuracy"
+    auc = (auc_default if o.auc is None else o.auc) or primary == "auc"
     metrics = ("accuracy", "macro_f1", "loss", *(("auc",) if auc else ()))
     ev = SeqClassification(
         spec.name,
@@ -210,10 +204,9 @@ def seq_classification(spec: EvalSpec) -> SeqClassification:
         user_names=names,
         source=source,
         auc=auc,
-        max_length=o.integer("max_length", 128) or 128,
-        batch_size=o.integer("batch_size", 32) or 32,
+        max_length=o.max_length,
+        batch_size=o.batch_size,
     )
-    o.done()
     if not texts:
         raise SgMergeError(f"--eval {spec.name}: no examples in {source}")
     return ev

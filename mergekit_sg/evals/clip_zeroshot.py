@@ -37,9 +37,9 @@ import torch.nn.functional as F
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import BaseEvaluator, EvalSpec
-from mergekit_sg.evals.common import Options, check_primary, existing, inference, progress
+from mergekit_sg.evals.common import existing, inference, progress
 from mergekit_sg.evals.coop_splits import read_split_spec
-from mergekit_sg.evals.registry import register
+from mergekit_sg.evals.specs import ClipClassifierOptions, ClipImagesOptions, ClipZeroShotOptions
 from mergekit_sg.evals.text import TokenCache, need_tokenizer
 from mergekit_sg.models.adapters import LoadedModel
 
@@ -341,7 +341,7 @@ def topk_metrics(logits: torch.Tensor, targets: list[int]) -> dict[str, float]:
     }
 
 
-def _read_images(spec: EvalSpec, o: Options) -> tuple[ImageSet, Any]:
+def _read_images(spec: EvalSpec, o: ClipImagesOptions) -> tuple[ImageSet, Any]:
     """The labelled images an ARG names (folder, CSV, CoOp split) and the split, if one."""
     try:
         split = read_split_spec(spec.arg)
@@ -354,18 +354,34 @@ def _read_images(spec: EvalSpec, o: Options) -> tuple[ImageSet, Any]:
     elif (root := existing(spec.arg, spec)).is_dir():
         images = read_folder(root)
     else:
-        images = read_csv(root, o.text("path", "path") or "path", o.text("label", "label") or "")
+        images = read_csv(root, o.path, o.label)
     return images, split
 
 
-@register("clip-zeroshot")
-def clip_zeroshot(spec: EvalSpec) -> ClipZeroShot:
-    o = Options(spec)
+def _image_fields(spec: EvalSpec, o: ClipImagesOptions, images: ImageSet) -> dict[str, Any]:
+    """The fields both CLIP evaluators take the same way: name, role, primary metric, the first
+    `limit` images and how to batch and cache them."""
+    return {
+        "name": spec.name,
+        "role": spec.role,
+        "primary": o.primary or "top1",
+        "lower_is_better": frozenset({"loss"}),
+        "paths": images.paths[: o.limit] if o.limit else images.paths,
+        "batch_size": o.batch_size,
+        "workers": o.workers,
+        "cache_mb": o.cache_mb,
+    }
+
+
+def _subset(spec: EvalSpec, o: ClipImagesOptions) -> list[str] | None:
+    return read_lines(existing(o.subset, spec)) if o.subset else None
+
+
+def clip_zeroshot(spec: EvalSpec, o: ClipZeroShotOptions) -> ClipZeroShot:
     images, split = _read_images(spec, o)
-    classes_file = o.text("classes")
     keyed: list[str] | None = None
-    if classes_file:
-        head = read_lines(existing(classes_file, spec))
+    if o.classes:
+        head = read_lines(existing(o.classes, spec))
         keyed = keyed_subset(head, images.classes)
         if keyed is not None:  # CoOp's `n01440764 tench` lines: names, and folders by key
             head = [ln.split(None, 1)[1].strip() for ln in head]
@@ -373,35 +389,23 @@ def clip_zeroshot(spec: EvalSpec) -> ClipZeroShot:
         head = [display(c) for c in images.classes]
     else:
         raise SgMergeError(f"--eval {spec.name}: numeric labels need classes=FILE (class names)")
-    subset_file = o.text("subset")
-    subset = read_lines(existing(subset_file, spec)) if subset_file else keyed
-    if split is not None and classes_file is None and subset is None:
+    subset = _subset(spec, o) if o.subset else keyed
+    if split is not None and o.classes is None and subset is None:
         columns, target = list(range(len(head))), list(split.labels)  # the split's own head
     else:
         columns, target = targets(images, head, subset, f"--eval {spec.name}")
-    templates_file = o.text("templates")
-    templates = tuple(read_lines(existing(templates_file, spec))) if templates_file else None
+    templates = tuple(read_lines(existing(o.templates, spec))) if o.templates else None
     if templates is not None and not all("{}" in t for t in templates):
-        raise SgMergeError(f"--eval {spec.name}: every line of {templates_file} needs {{}}")
-    limit = o.integer("limit")
-    paths = images.paths[:limit] if limit else images.paths
-    ev = ClipZeroShot(
-        spec.name,
-        spec.role,
-        check_primary(spec, o.text("primary", "top1") or "", ("top1", "top5", "loss")),
-        frozenset({"loss"}),
-        paths=paths,
-        targets=target[: len(paths)],
+        raise SgMergeError(f"--eval {spec.name}: every line of {o.templates} needs {{}}")
+    fields = _image_fields(spec, o, images)
+    return ClipZeroShot(
+        **fields,
+        targets=target[: len(fields["paths"])],
         columns=columns,
         classnames=head,
         templates=templates or OPENAI_IMAGENET_TEMPLATES,
-        batch_size=o.integer("batch_size", 64) or 64,
-        text_batch_size=o.integer("text_batch_size", 256) or 256,
-        workers=o.integer("workers", 0, minimum=0) or 0,
-        cache_mb=o.integer("cache_mb", 2048, minimum=0) or 0,
+        text_batch_size=o.text_batch_size,
     )
-    o.done()
-    return ev
 
 
 @dataclass
@@ -446,25 +450,8 @@ class ClipClassifierEval(ClipZeroShot):
         return topk_metrics(logits[:, columns], target_list)
 
 
-@register("clip-classifier")
-def clip_classifier(spec: EvalSpec) -> ClipClassifierEval:
-    o = Options(spec)
+def clip_classifier(spec: EvalSpec, o: ClipClassifierOptions) -> ClipClassifierEval:
     images, _ = _read_images(spec, o)
-    subset_file = o.text("subset")
-    subset = read_lines(existing(subset_file, spec)) if subset_file else None
-    limit = o.integer("limit")
-    paths = images.paths[:limit] if limit else images.paths
-    ev = ClipClassifierEval(
-        spec.name,
-        spec.role,
-        check_primary(spec, o.text("primary", "top1") or "", ("top1", "top5", "loss")),
-        frozenset({"loss"}),
-        paths=paths,
-        batch_size=o.integer("batch_size", 64) or 64,
-        workers=o.integer("workers", 0, minimum=0) or 0,
-        cache_mb=o.integer("cache_mb", 2048, minimum=0) or 0,
-        images=images,
-        subset=subset,
+    return ClipClassifierEval(
+        **_image_fields(spec, o, images), images=images, subset=_subset(spec, o)
     )
-    o.done()
-    return ev

@@ -1,6 +1,6 @@
-"""What every built-in evaluator shares: strict option parsing, reading CSV/TSV/JSONL rows,
-the inference context (inference mode, autocast on GPU only) and a progress bar that shows on a
-terminal and stays quiet elsewhere."""
+"""What every built-in evaluator shares (its options are parsed by evals/specs.py): the primary
+metric check, reading CSV/TSV/JSONL rows, the inference context (inference mode, autocast on GPU
+only) and a progress bar that shows on a terminal and stays quiet elsewhere."""
 
 from __future__ import annotations
 
@@ -16,61 +16,6 @@ import torch
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import EvalSpec
-
-
-class Options:
-    """An EvalSpec's `key=value` options, read with types; `done()` rejects leftovers so a
-    misspelt option is an error instead of a silent default."""
-
-    def __init__(self, spec: EvalSpec) -> None:
-        self.spec = spec
-        self._left = dict(spec.options)
-
-    def _err(self, key: str, what: str) -> SgMergeError:
-        return SgMergeError(f"--eval {self.spec.name}: option {key}={self._raw(key)!r} {what}")
-
-    def _raw(self, key: str) -> str:
-        return self.spec.options.get(key, "")
-
-    def text(self, key: str, default: str | None = None) -> str | None:
-        return self._left.pop(key, default)
-
-    def integer(self, key: str, default: int | None = None, minimum: int = 1) -> int | None:
-        if key not in self._left:
-            return default
-        raw = self._left.pop(key)
-        try:
-            value = int(raw)
-        except ValueError:
-            raise self._err(key, "is not an integer") from None
-        if value < minimum:
-            raise self._err(key, f"must be >= {minimum}")
-        return value
-
-    def flag(self, key: str, default: bool = False) -> bool:
-        if key not in self._left:
-            return default
-        raw = self._left.pop(key).lower()
-        if raw in ("1", "true", "yes", "on"):
-            return True
-        if raw in ("0", "false", "no", "off"):
-            return False
-        raise self._err(key, "is not a boolean (true/false)")
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        value = self._left.pop(key, default)
-        if value not in choices:
-            raise self._err(key, f"is not one of {', '.join(choices)}")
-        return value
-
-    def done(self, known: tuple[str, ...] = ()) -> None:
-        if self._left:
-            bad = ", ".join(sorted(self._left))
-            allowed = ", ".join(sorted({*known, *self.spec.options} - set(self._left)))
-            raise SgMergeError(
-                f"--eval {self.spec.name}: unknown option(s) {bad} for {self.spec.kind}"
-                + (f"; this evaluator took {allowed}" if allowed else "")
-            )
 
 
 def check_primary(spec: EvalSpec, primary: str, metrics: tuple[str, ...]) -> str:

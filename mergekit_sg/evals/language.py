@@ -32,14 +32,13 @@ import torch.nn.functional as F
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import BaseEvaluator, EvalSpec
 from mergekit_sg.evals.common import (
-    Options,
     check_primary,
     existing,
     inference,
     progress,
     read_rows,
 )
-from mergekit_sg.evals.registry import register
+from mergekit_sg.evals.specs import LmMultipleChoiceOptions, LmPerplexityOptions
 from mergekit_sg.evals.text import TokenCache, length_batches, need_tokenizer, pad, pad_id
 from mergekit_sg.models.adapters import LoadedModel
 
@@ -193,32 +192,21 @@ def read_pairs(path: Path, prompt_field: str, response_field: str) -> list[tuple
     return [(r[prompt_field], r[response_field]) for r in rows]
 
 
-@register("lm-perplexity")
-def lm_perplexity(spec: EvalSpec) -> Perplexity:
-    o = Options(spec)
+def lm_perplexity(spec: EvalSpec, o: LmPerplexityOptions) -> Perplexity:
     path = existing(spec.arg, spec)
-    limit = o.integer("limit")
+    limit = o.limit
     pairs = None
     docs: list[str] = []
-    if "prompt" in spec.options or "response" in spec.options:
-        if "field" in spec.options or "unit" in spec.options:
-            raise SgMergeError(
-                f"--eval {spec.name}: prompt=/response= score responses given their prompts; "
-                "field= and unit= are for plain documents"
-            )
-        prompt_field = o.text("prompt", "prompt") or "prompt"
-        response_field = o.text("response", "response") or "response"
-        pairs = read_pairs(path, prompt_field, response_field)[:limit]
+    if o.pairs:
+        pairs = read_pairs(path, o.prompt or "prompt", o.response or "response")[:limit]
         empty = not pairs
     else:
-        docs = read_documents(
-            path, o.choice("unit", ("line", "file"), "line"), o.text("field", "text") or "text"
-        )[:limit]
+        docs = read_documents(path, o.unit or "line", o.field or "text")[:limit]
         empty = not docs
     if empty:
         raise SgMergeError(f"--eval {spec.name}: {path} holds no text")
     metrics = ("perplexity", "nll", "probability")
-    primary = check_primary(spec, o.text("primary", "perplexity") or "", metrics)
+    primary = check_primary(spec, o.primary or "perplexity", metrics)
     ev = Perplexity(
         spec.name,
         spec.role,
@@ -226,12 +214,11 @@ def lm_perplexity(spec: EvalSpec) -> Perplexity:
         frozenset({"perplexity", "nll"}),
         docs=docs,
         pairs=pairs,
-        max_length=o.integer("max_length", None, minimum=2),
-        stride=o.integer("stride"),
-        batch_size=o.integer("batch_size", 8) or 8,
-        max_tokens=o.integer("max_tokens", 2048) or 2048,
+        max_length=o.max_length,
+        stride=o.stride,
+        batch_size=o.batch_size,
+        max_tokens=o.max_tokens,
     )
-    o.done()
     return ev
 
 
@@ -339,36 +326,25 @@ def _argmax(values: list[float]) -> int:
     return max(range(len(values)), key=lambda i: (values[i], -i))
 
 
-@register("lm-multiple-choice")
-def lm_multiple_choice(spec: EvalSpec) -> MultipleChoice:
-    o = Options(spec)
+def lm_multiple_choice(spec: EvalSpec, o: LmMultipleChoiceOptions) -> MultipleChoice:
     path = existing(spec.arg, spec)
-    questions = parse_questions(
-        read_rows(path),
-        path,
-        o.text("question", "question") or "question",
-        o.text("choices", "choices") or "choices",
-        o.text("answer", "answer") or "answer",
-        o.flag("one_based"),
-    )
-    limit = o.integer("limit")
-    questions = questions[:limit] if limit else questions
+    questions = parse_questions(read_rows(path), path, o.question, o.choices, o.answer, o.one_based)
+    questions = questions[: o.limit] if o.limit else questions
     if not questions:
         raise SgMergeError(f"--eval {spec.name}: {path} holds no questions")
-    prompt = (o.text("prompt") or MultipleChoice.prompt).replace("\\n", "\n")
+    prompt = (o.prompt or MultipleChoice.prompt).replace("\\n", "\n")
     if "{question}" not in prompt:
         raise SgMergeError(f"--eval {spec.name}: prompt= must contain {{question}}")
     metrics = ("accuracy", "accuracy_norm", "loss")
     ev = MultipleChoice(
         spec.name,
         spec.role,
-        check_primary(spec, o.text("primary", "accuracy") or "", metrics),
+        check_primary(spec, o.primary or "accuracy", metrics),
         frozenset({"loss"}),
         questions=questions,
         prompt=prompt,
-        max_length=o.integer("max_length", None, minimum=2),
-        batch_size=o.integer("batch_size", 16) or 16,
-        max_tokens=o.integer("max_tokens", 2048) or 2048,
+        max_length=o.max_length,
+        batch_size=o.batch_size,
+        max_tokens=o.max_tokens,
     )
-    o.done()
     return ev

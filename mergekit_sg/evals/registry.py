@@ -1,41 +1,46 @@
-"""`--eval NAME=KIND:ARG[,key=value...]` -> an evaluator. Built-ins register a factory per
-KIND; `python:module:function` calls user code with the live model."""
+"""`--eval NAME=KIND:ARG[,key=value...]` -> an evaluator. Each built-in KIND has an options
+model (evals/specs.py) and a factory (the table below); `python:module:function` calls user code
+with the live model."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mergekit_sg.errors import SgMergeError
+from mergekit_sg.evals import classification, clip_zeroshot, language, similarity
 from mergekit_sg.evals.base import BaseEvaluator, EvalSpec, Evaluator
+from mergekit_sg.evals.specs import validate_options
 from mergekit_sg.models.adapters import LoadedModel
 
-Factory = Callable[[EvalSpec], Evaluator]
-_FACTORIES: dict[str, Factory] = {}
-
-
-def register(kind: str) -> Callable[[Factory], Factory]:
-    def deco(fn: Factory) -> Factory:
-        _FACTORIES[kind] = fn
-        return fn
-
-    return deco
+Factory = Callable[[EvalSpec, Any], Evaluator]
+# KIND -> factory(spec, options validated by the kind's model in evals/specs.py)
+FACTORIES: dict[str, Factory] = {
+    "seq-classification": classification.seq_classification,
+    "lm-perplexity": language.lm_perplexity,
+    "lm-multiple-choice": language.lm_multiple_choice,
+    "embedding-similarity": similarity.embedding_similarity,
+    "clip-zeroshot": clip_zeroshot.clip_zeroshot,
+    "clip-classifier": clip_zeroshot.clip_classifier,
+}
 
 
 def parse_eval(text: str) -> EvalSpec:
-    """'speciality=seq-classification:test.csv,text=review' -> EvalSpec."""
+    """'speciality=seq-classification:test.csv,text=review' -> EvalSpec, its options checked
+    by its kind's model (no data or model is loaded)."""
     name, eq, rest = text.partition("=")
     if not eq or not name or ":" not in rest:
         raise SgMergeError(
             f"--eval {text!r}: write NAME=KIND:ARG, e.g. speciality=lm-perplexity:test.txt"
         )
     kind, _, tail = rest.partition(":")
-    if kind == "python":
-        target, _, opts = tail.partition(",")
-        return EvalSpec(name, kind, target, _options(opts, text))
     arg, _, opts = tail.partition(",")
-    return EvalSpec(name, kind, arg, _options(opts, text))
+    spec = EvalSpec(name, kind, arg, _options(opts, text))
+    if kind != "python":
+        validate_options(spec.name, spec.kind, spec.options)
+    return spec
 
 
 def _options(text: str, whole: str) -> dict[str, str]:
@@ -52,25 +57,8 @@ def build_evaluator(text: str | EvalSpec) -> Evaluator:
     spec = parse_eval(text) if isinstance(text, str) else text
     if spec.kind == "python":
         return PythonEvaluator.from_spec(spec)
-    _load_builtins()
-    try:
-        factory = _FACTORIES[spec.kind]
-    except KeyError:
-        known = ", ".join(sorted([*_FACTORIES, "python"]))
-        raise SgMergeError(
-            f"--eval {spec.name}: unknown evaluator {spec.kind!r}; known: {known}"
-        ) from None
-    return factory(spec)
-
-
-def _load_builtins() -> None:
-    """Import the modules whose import registers the built-in evaluators."""
-    for mod in ("classification", "language", "similarity", "clip_zeroshot"):
-        try:
-            importlib.import_module(f"mergekit_sg.evals.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"mergekit_sg.evals.{mod}":
-                raise
+    options = validate_options(spec.name, spec.kind, spec.options)
+    return FACTORIES[spec.kind](spec, options)
 
 
 @dataclass

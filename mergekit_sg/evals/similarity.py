@@ -19,8 +19,8 @@ import torch
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals import datasets
 from mergekit_sg.evals.base import BaseEvaluator, EvalSpec
-from mergekit_sg.evals.common import Options, check_primary, existing
-from mergekit_sg.evals.registry import register
+from mergekit_sg.evals.common import existing
+from mergekit_sg.evals.specs import EmbeddingSimilarityOptions
 from mergekit_sg.evals.stats import pearson, spearman
 from mergekit_sg.evals.text import TokenCache, embed_texts
 from mergekit_sg.models.adapters import LoadedModel
@@ -101,9 +101,7 @@ def read_matrix(path: Path, n: int) -> list[list[float]]:
     return rows
 
 
-@register("embedding-similarity")
-def embedding_similarity(spec: EvalSpec) -> EmbeddingSimilarity:
-    o = Options(spec)
+def embedding_similarity(spec: EvalSpec, o: EmbeddingSimilarityOptions) -> EmbeddingSimilarity:
     pairs: list[Pair] | None = None
     docs = matrix = None
     if spec.arg == "lee":
@@ -112,17 +110,16 @@ def embedding_similarity(spec: EvalSpec) -> EmbeddingSimilarity:
         pairs = list(getattr(datasets, spec.arg)())
     else:
         path = existing(spec.arg, spec)
-        matrix_file = o.text("matrix")
+        matrix_file = o.matrix
         if matrix_file:
             docs = [d.strip() for d in path.read_text(encoding="utf-8").splitlines() if d.strip()]
             matrix = read_matrix(existing(matrix_file, spec), len(docs))
         else:
-            cols = [o.integer(k, d, minimum=0) for k, d in (("a", 0), ("b", 1), ("score", 2))]
-            pairs = read_pairs(path, *(int(c or 0) for c in cols))
+            pairs = read_pairs(path, o.a, o.b, o.score)
             if len(pairs) < 2:
                 raise SgMergeError(f"--eval {spec.name}: {path} needs at least two scored pairs")
     default = "spearman" if pairs is not None else "pearson"
-    primary = check_primary(spec, o.text("primary", default) or "", ("spearman", "pearson"))
+    primary = o.primary or default
     ev = EmbeddingSimilarity(
         spec.name,
         spec.role,
@@ -131,8 +128,7 @@ def embedding_similarity(spec: EvalSpec) -> EmbeddingSimilarity:
         pairs=pairs,
         docs=docs,
         matrix=matrix,
-        batch_size=o.integer("batch_size", 64) or 64,
-        max_length=o.integer("max_length", 256) or 256,
+        batch_size=o.batch_size,
+        max_length=o.max_length,
     )
-    o.done()
     return ev
