@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from mergekit_sg.commands import minilm_dir
-from mergekit_sg.evals.datasets import amazon_available
-from mergekit_sg.evals.registry import build_evaluator
-from mergekit_sg.models.adapters import load_model
-from mergekit_sg.path.run import scan
-from mergekit_sg.path.scan import EvalInfo, ScanPoint, ScanResult
+from mergekit_sg.evals import amazon_available, build_evaluator
+from mergekit_sg.models import load_model
+from mergekit_sg.path import EvalInfo, ScanPoint, ScanResult, scan
 from mergekit_sg.tune import compute_fisher, finetune
 
 SPEC = "hf:embedding-classifier"

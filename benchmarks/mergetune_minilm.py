@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from mergekit_sg.commands import PROMPTS, minilm_dir
-from mergekit_sg.path.run import lmc
+from mergekit_sg.path import lmc
 from mergekit_sg.tune.loop import finetune
 from mergekit_sg.tune.mergetune import mergetune
 

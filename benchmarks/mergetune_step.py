@@ -25,7 +25,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mergekit_sg.models.coop import PromptLearner, prompt_features, template_features
+from mergekit_sg.models import PromptLearner, prompt_features, template_features
 from mergekit_sg.tune.mergetune_loss import clip_logits, path_alphas, prompt_objective
 
 GOAL = 1.5

@@ -27,11 +27,10 @@ from mergekit_sg.commands import minilm_dir
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import perturbed_copy
 
-from mergekit_sg.evals.registry import build_evaluator
-from mergekit_sg.io.sidefiles import copy_side_files
-from mergekit_sg.models.adapters import load_model
-from mergekit_sg.path.alphas import parse_alphas
-from mergekit_sg.path.run import scan
+from mergekit_sg.evals import build_evaluator
+from mergekit_sg.io import copy_side_files
+from mergekit_sg.models import load_model
+from mergekit_sg.path import parse_alphas, scan
 
 EVALS = [
     "generality.lee=embedding-similarity:lee",

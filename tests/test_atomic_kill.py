@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mergekit_sg.io.atomic import TMP_TAG
+from mergekit_sg.io import TMP_TAG
 
 SGMERGE = [sys.executable, "-m", "mergekit_sg"]
 ALPHAS = "0.25,0.5,0.75"

@@ -87,9 +87,8 @@ def _logits(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_load_model_wraps_the_clip_with_its_head(run) -> None:
-    from mergekit_sg.evals.registry import build_evaluator
-    from mergekit_sg.models.adapters import load_model
-    from mergekit_sg.models.clip_classifier import HEAD_WEIGHTS, ClipClassifier
+    from mergekit_sg.evals import build_evaluator
+    from mergekit_sg.models import HEAD_WEIGHTS, ClipClassifier, load_model
 
     ft = run["ft"]
     lm = load_model(run["model"], ft)
@@ -130,11 +129,8 @@ def _templates(root: Path) -> Path:
 
 def test_linear_path_endpoints_and_interpolate_agree(run, tmp_path: Path) -> None:
     from mergekit_sg.commands import interpolate_and_push
-    from mergekit_sg.merge import InterpolateOptions
-    from mergekit_sg.merge.math import lerp
-    from mergekit_sg.models.adapters import load_model
-    from mergekit_sg.models.clip_classifier import HEAD_META, HEAD_WEIGHTS
-    from mergekit_sg.models.linear_path import LinearPath
+    from mergekit_sg.merge import InterpolateOptions, lerp
+    from mergekit_sg.models import HEAD_META, HEAD_WEIGHTS, LinearPath, load_model
     from mergekit_sg.path.run import fingerprint
 
     zs, ft, cont = run["zs"], run["ft"], run["cont"]
@@ -178,7 +174,7 @@ def test_linear_path_endpoints_and_interpolate_agree(run, tmp_path: Path) -> Non
 
 
 def test_interpolate_one_sided_head_warns_and_writes_plain_clip(run, tmp_path: Path) -> None:
-    from mergekit_sg.models.clip_classifier import HEAD_WEIGHTS, interpolate_with_head
+    from mergekit_sg.models import HEAD_WEIGHTS, interpolate_with_head
 
     with warnings.catch_warnings(record=True) as got:
         warnings.simplefilter("always")
@@ -193,8 +189,8 @@ def test_cli_lmc_on_mergetune_head_mode(run, tmp_path: Path) -> None:
     """`sgmerge lmc ZS CONT FT --model open_clip:ARCH --eval loss=clip-classifier:TEST`: three
     paths, each endpoint's loss the evaluator's on that checkpoint loaded on its own."""
     from mergekit_sg.cli.app import main
-    from mergekit_sg.evals.registry import build_evaluator
-    from mergekit_sg.models.adapters import load_model
+    from mergekit_sg.evals import build_evaluator
+    from mergekit_sg.models import load_model
 
     zs, cont, ft = run["zs"], run["cont"], run["ft"]
     spec = f"loss=clip-classifier:{run['test']}"

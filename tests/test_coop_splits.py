@@ -201,11 +201,10 @@ def test_imagenet_wnid_class_names(tmp_path: Path) -> None:
 
 def test_clip_zeroshot_reads_a_split(tmp_path: Path) -> None:
     """`--eval x=clip-zeroshot:split.json:test` scores the same as the class folders."""
-    from helpers import COLOURS, ColourClip, colour_tokens, to_tensor
-    from helpers import _png as colour_png
+    from helpers import COLOURS, ColourClip, colour_png, colour_tokens, to_tensor
 
-    from mergekit_sg.evals.registry import build_evaluator
-    from mergekit_sg.models.adapters import LoadedModel
+    from mergekit_sg.evals import build_evaluator
+    from mergekit_sg.models import LoadedModel
 
     images = {  # as test_evals' colour folder: orange is red; a blue image filed as green
         "red": [(255, 0, 0), (255, 160, 0)],

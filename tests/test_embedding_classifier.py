@@ -10,14 +10,14 @@ import torch.nn.functional as F
 
 from mergekit_sg import interpolate
 from mergekit_sg.commands import minilm_dir
-from mergekit_sg.models.adapters import load_model
-from mergekit_sg.models.embedding_classifier import (
+from mergekit_sg.models import (
     EmbeddingClassifier,
+    LinearPath,
+    load_model,
     mean_pool,
     save_embedding_classifier,
     zero_shot_head,
 )
-from mergekit_sg.models.linear_path import LinearPath
 
 
 def test_zero_shot_head_is_prompt_embeddings_and_classifies(tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.evals import parse_eval
-from mergekit_sg.evals.specs import (
+from mergekit_sg.evals import (
     SPEC_MODELS,
     ClipClassifierOptions,
     ClipZeroShotOptions,
     SeqClassificationOptions,
+    parse_eval,
     validate_options,
 )
 

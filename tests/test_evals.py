@@ -26,12 +26,18 @@ from helpers import (
 )
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.evals import datasets
-from mergekit_sg.evals.base import Evaluator
+from mergekit_sg.evals import (
+    Evaluator,
+    build_evaluator,
+    datasets,
+    macro_f1,
+    pearson,
+    ranks,
+    roc_auc,
+    spearman,
+)
 from mergekit_sg.evals.clip_zeroshot import OPENAI_IMAGENET_TEMPLATES
-from mergekit_sg.evals.registry import build_evaluator
-from mergekit_sg.evals.stats import macro_f1, pearson, ranks, roc_auc, spearman
-from mergekit_sg.models.adapters import LoadedModel, load_model
+from mergekit_sg.models import LoadedModel, load_model
 
 WORDS = [
     "the",
@@ -544,7 +550,7 @@ def test_embedding_similarity_follows_weight_changes(tiny_encoders, tmp_path: Pa
 def test_embedding_classifier_kind_uses_its_encoder_and_label_names(
     tiny_encoders, tmp_path: Path
 ) -> None:
-    from mergekit_sg.models.embedding_classifier import EmbeddingClassifier
+    from mergekit_sg.models import EmbeddingClassifier
 
     enc = tiny_encoders["enc"]
     torch.manual_seed(0)

@@ -17,9 +17,7 @@ from huggingface_hub import ModelCard, snapshot_download
 
 from mergekit_sg import interpolate
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.io.card import Evidence, add_evidence, check_card
-from mergekit_sg.io.hub import plan_upload, push_folder
-from mergekit_sg.io.reference import resolve
+from mergekit_sg.io import Evidence, add_evidence, check_card, plan_upload, push_folder, resolve
 
 TOKEN = "hf_SECRETtoken123"
 
@@ -253,7 +251,7 @@ def test_no_push_when_the_merge_fails(online, tmp_path: Path, capsys) -> None:
 
 def test_push_to_hub_refuses_several_alphas_before_merging(llama_pair, tmp_path) -> None:
     from mergekit_sg.commands import interpolate_and_push
-    from mergekit_sg.merge.options import InterpolateOptions
+    from mergekit_sg.merge import InterpolateOptions
 
     opts = InterpolateOptions(alpha=[0.2, 0.4], push_to_hub="org/m")
     with pytest.raises(SgMergeError, match="'org/bad--name' is not a Hub repo id"):
@@ -301,7 +299,7 @@ def test_card_with_evidence_parses_validates_and_survives_the_hub(
     plot = _png(tmp_path / "scan.png")
     online.calls.clear()
     ev = Evidence("Alpha scan", rows, plot, note="alpha=0.5 keeps 99% of ImageNet accuracy.")
-    from mergekit_sg.io.card import CardExtras
+    from mergekit_sg.io import CardExtras
 
     res = interpolate(
         llama_pair["pre_f32"], llama_pair["ft_f32"], tmp_path / "m", alpha=0.5,

@@ -11,8 +11,7 @@ from helpers import run_cli
 from safetensors.torch import save_file
 
 from mergekit_sg import diff_checkpoints, inspect_checkpoint
-from mergekit_sg.merge.inspect import group_of
-from mergekit_sg.merge.options import InterpolateOptions
+from mergekit_sg.merge import InterpolateOptions, group_of
 
 
 def test_inspect_counts_and_files(llama_pair) -> None:

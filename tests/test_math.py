@@ -10,7 +10,7 @@ from helpers import exact, within_fp32_rounding
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mergekit_sg.merge.math import lerp, relative_l2
+from mergekit_sg.merge import lerp, relative_l2
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 

@@ -100,7 +100,7 @@ def test_coop_writes_prompt_log_and_base_novel_accuracy(setup, coop_run) -> None
     # one step per epoch: the constant warm-up epoch, then cosine from lr over the other two
     assert [r["lr"] for r in steps] == pytest.approx([1e-5, 0.05, 0.025])
     init_ctx = load_file(coop_run.init / "prompt.safetensors")["ctx"]
-    from mergekit_sg.models.adapters import load_model
+    from mergekit_sg.models import load_model
 
     clip = load_model(setup["model"], setup["clip"])
     want = clip.module.token_embedding(clip.tokenizer(["a photo of a cat."]))[0, 1:5]
@@ -111,7 +111,7 @@ def test_at_init_every_path_point_is_the_finetuned_model(setup, coop_run, monkey
     """Through the training loop: the first step's L_lmc and L_main are the fine-tuned prompt's
     cross-entropy on the batch, and L_zs is 1 - cos(T(w2), T_zs); no gradient reaches CLIP."""
     mt = importlib.import_module("mergekit_sg.tune.mergetune")  # the face binds the function
-    from mergekit_sg.models.coop import template_features
+    from mergekit_sg.models import template_features
     from mergekit_sg.tune.mergetune_loss import cosine_surrogate
     from mergekit_sg.tune.prompts import evaluate, load_prompt
 
@@ -164,7 +164,7 @@ def test_a_few_steps_reduce_the_loss(setup, coop_run) -> None:
 
 
 def test_saved_prompt_reloads_and_reproduces_the_evaluation(setup, coop_run) -> None:
-    from mergekit_sg.path.run import lmc
+    from mergekit_sg.path import lmc
     from mergekit_sg.tune.image_data import read_images
     from mergekit_sg.tune.prompt_train import split_accuracy
     from mergekit_sg.tune.prompts import evaluate, load_prompt
@@ -421,7 +421,7 @@ def test_real_minilm_head_mode_paths_measured_with_lmc(tmp_path: Path) -> None:
     head is pulled back towards the zero-shot head, keeps most of the fine-tune's gain, and
     nothing but the head moves."""
     from mergekit_sg.commands import PROMPTS, minilm_dir
-    from mergekit_sg.path.run import lmc
+    from mergekit_sg.path import lmc
     from mergekit_sg.tune.mergetune import MergetuneOptions, mergetune
     from mergekit_sg.tune.tasks import build_task
 

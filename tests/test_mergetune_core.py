@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from helpers import register_tiny_clip
 
-from mergekit_sg.models.coop import PromptLearner, prompt_features, template_features
+from mergekit_sg.models import PromptLearner, prompt_features, template_features
 from mergekit_sg.tune.mergetune_loss import (
     cosine_surrogate,
     path_alphas,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.merge.options import InterpolateOptions
+from mergekit_sg.merge import InterpolateOptions
 from mergekit_sg.options import build_options
 
 

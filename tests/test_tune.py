@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from mergekit_sg import interpolate
-from mergekit_sg.merge.fisher import fisher_lerp
-from mergekit_sg.merge.math import lerp
+from mergekit_sg.merge import fisher_lerp, lerp
 from mergekit_sg.tune import regularizers as R
 from mergekit_sg.tune.fisher import diagonal_fisher, draw_targets, log_likelihood
 from mergekit_sg.tune.lora import add_lora, merged_state_dict, resolve_targets

@@ -23,8 +23,8 @@ from tunekit import (
 
 from mergekit_sg import interpolate
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.evals.base import BaseEvaluator
-from mergekit_sg.models.adapters import load_model
+from mergekit_sg.evals import BaseEvaluator
+from mergekit_sg.models import load_model
 from mergekit_sg.tune import compute_fisher, finetune
 from mergekit_sg.tune.loop import state_dir
 from mergekit_sg.tune.tasks import IGNORE

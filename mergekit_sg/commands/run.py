@@ -21,7 +21,6 @@ from mergekit_sg.commands.recipe import (
     recipe_sidecar,
     unknown_key,
 )
-from mergekit_sg.commands.registry import recipe_commands
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals import parse_eval
 from mergekit_sg.io.atomic import check_destination
@@ -41,6 +40,9 @@ def parse_recipe(
         if key not in RECIPE_KEYS:
             raise unknown_key(src, key, RECIPE_KEYS)
     data = expand_vars(data, os.environ if environ is None else environ, src)
+    # every command's module, imported when a recipe is read (not for `sgmerge run --help`)
+    from mergekit_sg.commands.registry import recipe_commands
+
     commands = recipe_commands()
     name = data.get("command")
     if name not in commands:

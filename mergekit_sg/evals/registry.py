@@ -10,21 +10,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.evals import classification, clip_zeroshot, language, similarity
 from mergekit_sg.evals.base import BaseEvaluator, EvalSpec, Evaluator
 from mergekit_sg.evals.specs import validate_options
 from mergekit_sg.models.adapters import LoadedModel
 
 Factory = Callable[[EvalSpec, Any], Evaluator]
-# KIND -> factory(spec, options validated by the kind's model in evals/specs.py)
-FACTORIES: dict[str, Factory] = {
-    "seq-classification": classification.seq_classification,
-    "lm-perplexity": language.lm_perplexity,
-    "lm-multiple-choice": language.lm_multiple_choice,
-    "embedding-similarity": similarity.embedding_similarity,
-    "clip-zeroshot": clip_zeroshot.clip_zeroshot,
-    "clip-classifier": clip_zeroshot.clip_classifier,
-}
+
+
+def factories() -> dict[str, Factory]:
+    """KIND -> factory(spec, options validated by the kind's model in evals/specs.py). The
+    evaluator modules are imported here, when an evaluator is built, not at CLI start-up."""
+    from mergekit_sg.evals import classification, clip_zeroshot, language, similarity
+
+    return {
+        "seq-classification": classification.seq_classification,
+        "lm-perplexity": language.lm_perplexity,
+        "lm-multiple-choice": language.lm_multiple_choice,
+        "embedding-similarity": similarity.embedding_similarity,
+        "clip-zeroshot": clip_zeroshot.clip_zeroshot,
+        "clip-classifier": clip_zeroshot.clip_classifier,
+    }
 
 
 def parse_eval(text: str) -> EvalSpec:
@@ -58,7 +63,7 @@ def build_evaluator(text: str | EvalSpec) -> Evaluator:
     if spec.kind == "python":
         return PythonEvaluator.from_spec(spec)
     options = validate_options(spec.name, spec.kind, spec.options)
-    return FACTORIES[spec.kind](spec, options)
+    return factories()[spec.kind](spec, options)
 
 
 @dataclass
