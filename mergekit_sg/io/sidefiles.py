@@ -45,16 +45,21 @@ def copy_side_files(src: Path | None, dst: Path, dtype: torch.dtype | None = Non
     if src is None:
         return []
     copied = []
-    for rel in SIDE_FILES:
-        f = src / rel
-        if not f.is_file():
-            continue
-        target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, target)
-        copied.append(rel)
-    if dtype is not None and dtype in _CONFIG_DTYPE and (dst / "config.json").exists():
-        _set_config_dtype(dst / "config.json", _CONFIG_DTYPE[dtype])
+    try:
+        for rel in SIDE_FILES:
+            f = src / rel
+            if not f.is_file():
+                continue
+            target = dst / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+            copied.append(rel)
+        if dtype is not None and dtype in _CONFIG_DTYPE and (dst / "config.json").exists():
+            _set_config_dtype(dst / "config.json", _CONFIG_DTYPE[dtype])
+    except OSError as e:  # disk full, the source folder deleted meanwhile, ...
+        raise SgMergeError(
+            f"cannot copy side files from {src} ({e.strerror or e}: {e.filename or ''})"
+        ) from None
     return copied
 
 
