@@ -41,6 +41,8 @@ def check_destination(dest: Path, force: bool) -> None:
         raise SgMergeError(
             f"{dest}: cannot be the destination (name a new folder, e.g. {Path(dest, 'merged')})"
         )
+    if len(os.fsencode(dest.name)) > 255:
+        raise SgMergeError(f"{dest.name[:40]}...: file name longer than 255 bytes")
     if dest.exists() and not force:
         raise SgMergeError(f"{dest}: already exists; pass --force to replace it")
     if dest.is_dir() and not dest.is_symlink() and os.path.ismount(dest):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def load_pickle_state_dict(path: Path, fd: int | None = None) -> dict[str, torch
     src = _via_fd(path, fd)
     try:
         mmap = zipfile.is_zipfile(src)
-        obj = torch.load(src, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # torch's notes on sparse/beta formats: not ours to print
+            warnings.simplefilter("ignore")
+            obj = torch.load(src, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SgMergeError(
