@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -523,3 +524,45 @@ def test_fuzzed_headers_agree_with_the_reference(case, tmp_path: Path, capsys) -
                 header,
                 lines[0],
             )
+
+
+# ---- a full disk (a 2 MiB tmpfs; skipped where mounting is not allowed) -----------------
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if res.returncode != 0:
+        pytest.skip("mounting a tmpfs is not allowed here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def _pair_with_tokenizer(root: Path, weights: int, tokenizer: int) -> Path:
+    root.mkdir()
+    save_file({"w": torch.ones(weights // 4)}, root / "model.safetensors")
+    (root / "config.json").write_text('{"architectures": ["X"]}')
+    (root / "tokenizer.json").write_text("x" * tokenizer)
+    return root
+
+
+@pytest.mark.parametrize(
+    "weights,tokenizer,alphas",
+    [(1 << 20, 1000, "0.25,0.5,0.75"), (1 << 20, 1_400_000, "0.5")],
+    ids=["weights overflow", "side files overflow"],
+)
+def test_disk_full_is_one_line_and_leaves_nothing(
+    small_disk: Path, tmp_path: Path, capsys, weights: int, tokenizer: int, alphas: str
+) -> None:
+    src = _pair_with_tokenizer(tmp_path / "src", weights, tokenizer)
+    dest = small_disk / "out"
+    line = refused(capsys, dest, "interpolate", src, src, "-o", dest, "--alpha", alphas)
+    assert "No space left" in line or "disk full" in line, line
+    assert os.listdir(small_disk) == []
+    refused(
+        capsys, None, "interpolate", src, src, "-o", small_disk, "--force", words=("mount point",)
+    )

@@ -44,7 +44,8 @@ def copy_side_files(src: Path | None, dst: Path, dtype: torch.dtype | None = Non
     """Copy known side files from `src`; record a changed dtype in config.json. Returns names."""
     if src is None:
         return []
-    copied = []
+    copied: list[str] = []
+    rel = "config.json"
     try:
         for rel in SIDE_FILES:
             f = src / rel
@@ -58,7 +59,7 @@ def copy_side_files(src: Path | None, dst: Path, dtype: torch.dtype | None = Non
             _set_config_dtype(dst / "config.json", _CONFIG_DTYPE[dtype])
     except OSError as e:  # disk full, the source folder deleted meanwhile, ...
         raise SgMergeError(
-            f"cannot copy side files from {src} ({e.strerror or e}: {e.filename or ''})"
+            f"cannot copy side file {rel} from {src} into the output ({e.strerror or e})"
         ) from None
     return copied
 
