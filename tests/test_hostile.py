@@ -277,6 +277,18 @@ def test_valid_sharded_index_still_merges(tmp_path: Path, capsys) -> None:
         assert torch.equal(h.get_tensor("a"), torch.ones(2, 2))
 
 
+def test_special_files_as_inputs(tmp_path: Path, good: Path, capsys) -> None:
+    """A FIFO given as a checkpoint would hang a read; a folder named like a weight file is no
+    weight file: both refused at open."""
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    dest = tmp_path / "out"
+    refused(capsys, dest, "interpolate", good, fifo, "-o", dest, words=("not a regular file",))
+    odd = tmp_path / "odd"
+    (odd / "model.safetensors").mkdir(parents=True)
+    refused(capsys, dest, "interpolate", good, odd, "-o", dest, words=("directory",))
+
+
 # ---- pickles -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "tensor,word",

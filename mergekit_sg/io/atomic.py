@@ -59,8 +59,8 @@ def _pid_of(tmp_name: str) -> int | None:
     head, tag, rest = tmp_name.rpartition(TMP_TAG)
     if not tag or not head.startswith("."):
         return None
-    pid = rest.split("-", 1)[0]
-    return int(pid) if pid.isdigit() else None
+    pid, sep, _ = rest.partition("-")  # no "-": not PID-named (e.g. another writer's mkstemp)
+    return int(pid) if sep and pid.isdigit() else None
 
 
 def clean_stale(folder: Path) -> list[Path]:

@@ -13,7 +13,7 @@ import torch
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.dtypes import itemsize
-from mergekit_sg.io.hashing import fd_sha256
+from mergekit_sg.io.hashing import fd_sha256, file_sha256
 from mergekit_sg.io.index import Index, read_index
 from mergekit_sg.io.pickle_read import load_pickle_state_dict
 from mergekit_sg.io.reference import Resolved, resolve
@@ -134,8 +134,9 @@ class Checkpoint:
         out = {}
         for i, p in enumerate(self.files):
             st = self._st[i] if i < len(self._st) else None
-            fd = st.fileno() if st is not None else self._fds[i]
-            out[str(p.relative_to(self.root))] = fd_sha256(fd, p)
+            fd = st.fileno() if st is not None else self._fds[i] if i < len(self._fds) else None
+            rel = str(p.relative_to(self.root))
+            out[rel] = fd_sha256(fd, p) if fd is not None else file_sha256(p)  # other readers
         return out
 
     def close(self) -> None:
