@@ -34,6 +34,7 @@ IN_BUFFERS = 2  # per input side: one being read, one being computed on
 OUT_BUFFERS = 4  # the page cache, not these, absorbs the disk's pace
 MAX_COMPUTE_THREADS = 4
 _DONE = object()
+_CHECKED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # aminmax has these
 
 
 def compute_threads() -> int:
@@ -206,7 +207,11 @@ class _Executor:
         thread, which waits on the disk anyway); with `strict` that is an error at once."""
         role = "pretrained" if side == "pre" else "finetuned"
         key = f"{name} ({role})"
-        if not t.dtype.is_floating_point or key in self.nonfinite or bool(t.isfinite().all()):
+        if t.dtype not in _CHECKED or key in self.nonfinite or t.numel() == 0:
+            return
+        # min and max carry any NaN (they propagate it) or inf: 10-20x faster than isfinite().all()
+        lo, hi = torch.aminmax(t)
+        if bool(torch.isfinite(lo)) and bool(torch.isfinite(hi)):
             return
         if self.strict:
             raise SgMergeError(
