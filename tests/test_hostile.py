@@ -578,3 +578,17 @@ def test_disk_full_is_one_line_and_leaves_nothing(
     refused(
         capsys, None, "interpolate", src, src, "-o", small_disk, "--force", words=("mount point",)
     )
+
+
+def test_writer_never_emits_a_name_twice() -> None:
+    """The output header may not hold a name twice, counting `sgmerge.tied` aliases."""
+    from mergekit_sg.errors import SgMergeError
+    from mergekit_sg.io.safetensors_write import OutSpec, plan_files
+
+    a, b = OutSpec("a", F32, (2,)), OutSpec("b", F32, (2,))
+    with pytest.raises(SgMergeError, match="'a' twice"):
+        plan_files("model", [a, b, a], 10**9, {})
+    with pytest.raises(SgMergeError, match="'b' twice"):
+        plan_files("model", [a, b], 10**9, {"sgmerge.tied": json.dumps({"b": "a"})})
+    (lay,) = plan_files("model", [a], 10**9, {"sgmerge.tied": json.dumps({"b": "a"})})
+    assert json.loads(lay.header[8:])["__metadata__"]["sgmerge.tied"] == '{"b": "a"}'
