@@ -99,13 +99,13 @@ def test_sigint_and_sigterm_exit_130_143_leave_nothing_and_rerun_identical(
     reference = _files(dest)
     shutil.rmtree(dest)
     signalled = 0
-    for sig, code, word in [
-        (signal.SIGINT, 130, "interrupted"),
-        (signal.SIGTERM, 143, "terminated"),
-        (signal.SIGINT, 130, "interrupted"),
-    ]:
-        proc = _signal_run(_cmd(pair, dest), dest, sig, RNG.uniform(0, 0.7) * took)
-        if proc is None:  # finished before the signal: a complete output
+    kinds = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+    for attempt in range(5):  # three signalled runs; a run may beat its signal on a busy box
+        if signalled == 3:
+            break
+        sig, code, word = kinds[attempt % 2]
+        proc = _signal_run(_cmd(pair, dest), dest, sig, RNG.uniform(0, 0.6) * took)
+        if proc is None or proc.returncode == 0:  # finished before the signal: complete
             assert _files(dest) == reference
             shutil.rmtree(dest)
             continue
@@ -114,8 +114,10 @@ def test_sigint_and_sigterm_exit_130_143_leave_nothing_and_rerun_identical(
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert proc.returncode == code, err
         assert lines == [f"sgmerge: {word}"], err
-        assert not dest.exists()
         assert _tmp_dirs(dest) == []
+        if dest.exists():  # the signal came after the output was renamed into place
+            assert _files(dest) == reference
+            shutil.rmtree(dest)
     assert signalled >= 2, "the runs finished before the signals came"
     again = subprocess.run(_cmd(pair, dest), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
@@ -129,7 +131,7 @@ def test_signal_during_force_replace_keeps_the_old_output(
     dest.mkdir()
     (dest / "old.txt").write_text("the old output")
     proc = _signal_run(_cmd(pair, dest, "--force"), dest, signal.SIGTERM, 0.05)
-    if proc is None:
+    if proc is None or proc.returncode == 0:
         pytest.skip("the run finished before the signal")
     assert proc.returncode == 143
     assert _files(dest) == {"old.txt": b"the old output"}
