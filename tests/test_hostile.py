@@ -105,6 +105,11 @@ HEADERS: dict[str, tuple[dict | bytes, bytes, tuple[str, ...]]] = {
     "header not UTF-8": (b'{"\xff\xfe": 1}', D16, ("not JSON",)),
     "header starts with space": (b' {"a": 1}', D16, ("does not start",)),
     "deeply nested": (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", D16, ("nested",)),
+    "nested in an extra field": (
+        json.dumps({"a": entry([4], 0, 16) | {"x": json.loads("[" * 200 + "]" * 200)}}).encode(),
+        D16,
+        ("nested",),
+    ),
     "duplicate name": (
         b'{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},'
         b' "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}',

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mergekit_sg.errors import SgMergeError
+from mergekit_sg.io.safetensors_read import MAX_DEPTH, json_depth
 
 MAX_INDEX = 100_000_000  # bytes; an index of a million tensors is well under this
 
@@ -36,6 +37,8 @@ def read_index(index: Path) -> Index:
         raise SgMergeError(f"{index}: malformed index (not JSON: {e})") from None
     except RecursionError:
         raise SgMergeError(f"{index}: malformed index (JSON nested too deeply)") from None
+    if json_depth(doc) > MAX_DEPTH:
+        raise SgMergeError(f"{index}: malformed index (JSON nested too deeply)")
     if not isinstance(doc, dict) or "weight_map" not in doc:
         raise SgMergeError(f"{index}: malformed index (no weight_map)")
     weight_map = doc["weight_map"]

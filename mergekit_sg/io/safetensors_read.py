@@ -33,6 +33,7 @@ from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.dtypes import from_st, itemsize
 
 MAX_HEADER = 100_000_000  # the reference library's MAX_HEADER_SIZE
+MAX_DEPTH = 64  # JSON nesting; a valid header is 3 deep, the reference parser stops at 128
 MAX_INT = 2**63 - 1  # dims and offsets are u64/usize in the reference; beyond int64 torch fails
 METADATA = "__metadata__"
 
@@ -146,6 +147,19 @@ def _parse_header(path: Path, fd: int) -> tuple[dict[str, StEntry], dict[str, st
     return shifted, metadata, data_start
 
 
+def json_depth(obj: object) -> int:
+    """How deeply lists and objects nest in parsed JSON (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, d)
+            stack.extend((v, d + 1) for v in node if isinstance(v, (dict, list)))
+    return deepest
+
+
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     out: dict[str, object] = {}
     for k, v in pairs:
@@ -186,6 +200,8 @@ def parse_header_bytes(
         raise SgMergeError(f"{bad} (header JSON is nested too deeply)") from None
     if not isinstance(header, dict):
         raise SgMergeError(f"{bad} (header is not a JSON object)")
+    if json_depth(header) > MAX_DEPTH:
+        raise SgMergeError(f"{bad} (header JSON is nested too deeply)")
     try:
         metadata = _metadata(header.pop(METADATA, None))
         entries = {name: _entry(name, spec, where) for name, spec in header.items()}
