@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -12,7 +13,7 @@ import click
 import typer
 
 from mergekit_sg.cli.common import err_console
-from mergekit_sg.errors import SgMergeError
+from mergekit_sg.errors import SgMergeError, Terminated
 from mergekit_sg.version import TOOLKIT
 
 try:  # typer >= 0.2x vendors its own click; catch both kinds of its exceptions
@@ -23,6 +24,14 @@ except ImportError:  # pragma: no cover
 _EXIT = (click.exceptions.Exit, typer.Exit)
 _CLICK = (click.ClickException, _vendored.ClickException)
 _ABORT = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
+_NO_ARGS = tuple(
+    c
+    for c in (
+        getattr(click.exceptions, "NoArgsIsHelpError", None),
+        getattr(_vendored, "NoArgsIsHelpError", None),
+    )
+    if c is not None
+)
 
 # command -> (module, function), in help order; a command's module is imported only when that
 # command runs (or for the command list), so `sgmerge interpolate` does not import the others
@@ -79,31 +88,100 @@ def _warn(message: object, *args: object, **kwargs: object) -> None:
     err_console.print(f"sgmerge: warning: {message}", highlight=False, markup=False, emoji=False)
 
 
+def _one_line(text: str) -> None:
+    err_console.print(text, highlight=False, markup=False, emoji=False, soft_wrap=True)
+
+
+def _split_debug(args: list[str]) -> tuple[list[str], bool]:
+    """`--debug` is accepted anywhere before a `--`: taken out of the arguments here."""
+    cut = args.index("--") if "--" in args else len(args)
+    head = [a for a in args[:cut] if a != "--debug"]
+    return head + args[cut:], len(head) != cut
+
+
+def _click_line(e: Exception) -> str:
+    """A click usage error (bad choice, unknown flag or command, missing argument) as one line."""
+    msg = " ".join(e.format_message().replace("Value error, ", "").split())  # type: ignore[attr-defined]
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None and ctx.command_path else "sgmerge"
+    return f"sgmerge: error: {msg} (see {where} --help)"
+
+
+class _Signals:
+    """While a command runs: SIGTERM raises Terminated (so temporary folders are removed as
+    on Ctrl-C) and SIGINT raises KeyboardInterrupt; the previous handlers come back after."""
+
+    def __init__(self) -> None:
+        self.saved: dict[int, object] = {}
+        self.interrupted = False
+
+    def _term(self, signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    def _int(self, signum: int, frame: object) -> None:
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _Signals:
+        for sig, fn in ((signal.SIGTERM, self._term), (signal.SIGINT, self._int)):
+            try:
+                self.saved[sig] = signal.signal(sig, fn)
+            except ValueError:  # not the main thread: leave the handlers alone
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs a command; user errors print one line and return status 2."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+    """Entry point: runs a command; user errors print one line and return status 2, SIGINT
+    returns 130 and SIGTERM 143, each with one line."""
+    args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     warnings.showwarning = _warn  # type: ignore[assignment]
     first = next((a for a in args if not a.startswith("-")), None)
-    cmd = typer.main.get_command(build_app(first if first in COMMANDS else None))
     try:
-        cmd.main(args=args, prog_name="sgmerge", standalone_mode=False)
-        return 0
+        with _Signals() as sigs:
+            cmd = typer.main.get_command(build_app(first if first in COMMANDS else None))
+            rc = cmd.main(args=args, prog_name="sgmerge", standalone_mode=False)
     except _EXIT as e:
         return e.exit_code
-    except _CLICK as e:
+    except _NO_ARGS as e:  # `sgmerge` or a group alone: the help, as before
         e.show()
         return 2
+    except _CLICK as e:
+        if debug:
+            traceback.print_exc()
+        _one_line(_click_line(e))
+        return 2
     except _ABORT:
-        err_console.print("sgmerge: interrupted", highlight=False)
+        _one_line("sgmerge: interrupted")
         return 130
+    except Terminated as e:
+        _one_line("sgmerge: terminated")
+        return 128 + e.signum
     except SgMergeError as e:
         if debug:
             traceback.print_exc()
-        err_console.print(
-            f"sgmerge: error: {e}", highlight=False, markup=False, emoji=False, soft_wrap=True
-        )
+        _one_line(f"sgmerge: error: {e}")
         return 2
+    except RecursionError:
+        if debug:
+            traceback.print_exc()
+        _one_line("sgmerge: error: an input is nested too deeply to read (JSON or YAML)")
+        return 2
+    except OSError as e:  # disk full, permission denied, a file gone: what and where
+        if debug:
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""
+        _one_line(f"sgmerge: error: {where}{e.strerror or e}")
+        return 2
+    if isinstance(rc, int) and not isinstance(rc, bool):  # typer turns Ctrl-C into 130
+        if rc == 130 and sigs.interrupted:
+            _one_line("sgmerge: interrupted")
+        return rc
+    return 0
 
 
 def run() -> None:

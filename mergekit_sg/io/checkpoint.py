@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,10 +13,11 @@ import torch
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.dtypes import itemsize
-from mergekit_sg.io.hashing import file_sha256
+from mergekit_sg.io.hashing import fd_sha256, file_sha256
+from mergekit_sg.io.index import Index, read_index
 from mergekit_sg.io.pickle_read import load_pickle_state_dict
 from mergekit_sg.io.reference import Resolved, resolve
-from mergekit_sg.io.safetensors_read import SafetensorsFile
+from mergekit_sg.io.safetensors_read import SafetensorsFile, open_regular
 
 # Prefixes that wrappers add to every key: DataParallel and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -65,6 +67,7 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
     _st: list[SafetensorsFile | None] = field(default_factory=list, repr=False)
     _pt: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _fds: list[int] = field(default_factory=list, repr=False)  # pickles' open descriptors
 
     @property
     def ref(self) -> str:
@@ -127,12 +130,22 @@ class Checkpoint:
         return buf.view(info.dtype)
 
     def file_hashes(self) -> dict[str, str]:
-        return {str(p.relative_to(self.root)): file_sha256(p) for p in self.files}
+        """SHA-256 of every weight file, read through the descriptors the data is read from."""
+        out = {}
+        for i, p in enumerate(self.files):
+            st = self._st[i] if i < len(self._st) else None
+            fd = st.fileno() if st is not None else self._fds[i] if i < len(self._fds) else None
+            rel = str(p.relative_to(self.root))
+            out[rel] = fd_sha256(fd, p) if fd is not None else file_sha256(p)  # other readers
+        return out
 
     def close(self) -> None:
         for st in self._st:
             if st is not None:
                 st.close()
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
 
     def __enter__(self) -> Checkpoint:
         return self
@@ -147,27 +160,40 @@ def open_checkpoint(ref: str | Path | Checkpoint) -> Checkpoint:
         return ref
     resolved = resolve(str(ref))
     path = resolved.path
+    index = None
     if path.is_dir():
-        fmt, files = _dir_layout(path)
+        fmt, files, index = _dir_layout(path)
     else:
         fmt, files = _file_format(path), [path]
     if fmt.startswith("safetensors"):
-        return _open_safetensors(resolved, fmt, files)
-    return _open_pickles(resolved, fmt, files)
+        return _open_safetensors(resolved, fmt, files, index)
+    return _open_pickles(resolved, fmt, files, index)
 
 
-def _dir_layout(path: Path) -> tuple[str, list[Path]]:
+def _check_index(index: Index | None, held: dict[Path, set[str]]) -> None:
+    """Every tensor the index lists is in the shard it names (`held`: file -> its names)."""
+    if index is None:
+        return
+    for name, shard in index.weight_map.items():
+        if name not in held.get(shard, ()):
+            raise SgMergeError(
+                f"{index.path}: lists tensor {name!r} in {shard.name}, which does not hold it"
+            )
+
+
+def _dir_layout(path: Path) -> tuple[str, list[Path], Index | None]:
     for name, fmt in DIR_LAYOUTS:
         f = path / name
         if f.exists():
             if name.endswith(".index.json"):
-                return fmt, _index_files(f)
-            return fmt, [f]
+                index = read_index(f)
+                return fmt, index.shards, index
+            return fmt, [f], None
     singles = sorted(path.glob("*.safetensors")) or sorted(
         p for s in PICKLE_SUFFIXES for p in path.glob(f"*{s}")
     )
     if len(singles) == 1:
-        return _file_format(singles[0]), singles
+        return _file_format(singles[0]), singles, None
     looked = ", ".join(n for n, _ in DIR_LAYOUTS)
     if singles:
         raise SgMergeError(
@@ -176,23 +202,12 @@ def _dir_layout(path: Path) -> tuple[str, list[Path]]:
     raise SgMergeError(f"{path}: no weights found (looked for {looked}, *.safetensors, *.bin)")
 
 
-def _index_files(index: Path) -> list[Path]:
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise SgMergeError(f"{index}: malformed index (no weight_map)") from None
-    files = []
-    for rel in dict.fromkeys(weight_map.values()):
-        f = index.parent / rel
-        if not f.exists():
-            raise SgMergeError(f"{index}: names shard {rel!r}, which is missing")
-        files.append(f)
-    return sorted(files)
-
-
 def _file_format(path: Path) -> str:
-    with open(path, "rb") as f:
-        head = f.read(9)
+    fd = open_regular(path)
+    try:
+        head = os.pread(fd, 9, 0)
+    finally:
+        os.close(fd)
     if len(head) == 9 and head[8:9] == b"{":
         return "safetensors"
     if path.suffix == ".safetensors":
@@ -211,8 +226,24 @@ def _strip_prefix(names: list[str]) -> str:
     return ""
 
 
-def _open_safetensors(resolved: Resolved, fmt: str, files: list[Path]) -> Checkpoint:
-    readers = [SafetensorsFile(f) for f in files]
+def _open_safetensors(
+    resolved: Resolved, fmt: str, files: list[Path], index: Index | None = None
+) -> Checkpoint:
+    readers: list[SafetensorsFile] = []
+    try:
+        for f in files:
+            readers.append(SafetensorsFile(f))
+        _check_index(index, {f: set(r.entries) for f, r in zip(files, readers, strict=True)})
+        return _safetensors_checkpoint(resolved, fmt, files, readers)
+    except BaseException:
+        for r in readers:
+            r.close()
+        raise
+
+
+def _safetensors_checkpoint(
+    resolved: Resolved, fmt: str, files: list[Path], readers: list[SafetensorsFile]
+) -> Checkpoint:
     raw = [(name, i, e) for i, r in enumerate(readers) for name, e in r.entries.items()]
     prefix = _strip_prefix([n for n, _, _ in raw])
     tensors: dict[str, TensorInfo] = {}
@@ -222,22 +253,59 @@ def _open_safetensors(resolved: Resolved, fmt: str, files: list[Path]) -> Checkp
             raise SgMergeError(f"{files[i]}: tensor {key!r} appears in more than one shard")
         tensors[key] = TensorInfo(key, e.shape, e.dtype, i, e.begin, name)
     metadata = dict(readers[0].metadata) if readers else {}
-    aliases: dict[str, str] = {}
-    if TIED_META in metadata:
-        try:
-            aliases = {k: v for k, v in json.loads(metadata[TIED_META]).items() if v in tensors}
-        except (ValueError, AttributeError):
-            aliases = {}
+    aliases = tied_aliases(metadata.get(TIED_META), tensors, files[0]) if readers else {}
     return Checkpoint(resolved, fmt, files, tensors, aliases, metadata, _st=list(readers))
 
 
-def _open_pickles(resolved: Resolved, fmt: str, files: list[Path]) -> Checkpoint:
+def tied_aliases(raw: str | None, stored: dict[str, TensorInfo], where: Path) -> dict[str, str]:
+    """The `sgmerge.tied` metadata (JSON alias -> stored name), validated: an object of strings,
+    no alias that is also stored (a name must not be given twice), every target stored."""
+    if raw is None:
+        return {}
+    bad = f"{where}: bad {TIED_META} metadata"
+    try:
+        tied = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise SgMergeError(f"{bad} (not JSON)") from None
+    if not isinstance(tied, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tied.items()
+    ):
+        raise SgMergeError(f"{bad} (must be an object of alias -> stored tensor name)")
+    for alias, target in tied.items():
+        if alias in stored:
+            raise SgMergeError(f"{bad} (alias {alias!r} is also a stored tensor)")
+        if target not in stored:
+            raise SgMergeError(f"{bad} (alias {alias!r} names {target!r}, which is not stored)")
+    return tied
+
+
+def _open_pickles(
+    resolved: Resolved, fmt: str, files: list[Path], index: Index | None = None
+) -> Checkpoint:
+    fds: list[int] = []
+    try:
+        for f in files:
+            fds.append(open_regular(f))
+        return _pickle_checkpoint(resolved, fmt, files, fds, index)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _pickle_checkpoint(
+    resolved: Resolved, fmt: str, files: list[Path], fds: list[int], index: Index | None
+) -> Checkpoint:
     state: dict[str, torch.Tensor] = {}
-    for f in files:
-        for k, v in load_pickle_state_dict(f).items():
+    held: dict[Path, set[str]] = {}
+    for f, fd in zip(files, fds, strict=True):
+        part = load_pickle_state_dict(f, fd)
+        held[f] = set(part)
+        for k, v in part.items():
             if k in state:
                 raise SgMergeError(f"{f}: tensor {k!r} appears in more than one shard")
             state[k] = v
+    _check_index(index, held)
     prefix = _strip_prefix(list(state))
     tensors: dict[str, TensorInfo] = {}
     pt: dict[str, torch.Tensor] = {}
@@ -255,7 +323,9 @@ def _open_pickles(resolved: Resolved, fmt: str, files: list[Path]) -> Checkpoint
             t = t.contiguous()
         pt[raw_name] = t
         tensors[key] = TensorInfo(key, tuple(t.shape), t.dtype, 0, -1, raw_name)
-    return Checkpoint(resolved, fmt, files, tensors, aliases, {}, _st=[None] * len(files), _pt=pt)
+    return Checkpoint(
+        resolved, fmt, files, tensors, aliases, {}, _st=[None] * len(files), _pt=pt, _fds=fds
+    )
 
 
 def _storage_identity(t: torch.Tensor) -> tuple | None:

@@ -1,8 +1,13 @@
 """SHA-256 of checkpoint files for provenance, cached by (path, size, mtime, inode) so a file is
-hashed once; Hub cache blobs are named by their SHA-256 already and are never re-read."""
+hashed once; Hub cache blobs are named by their SHA-256 already and are never re-read.
+
+`fd_sha256` hashes through a descriptor the reader already holds (pread, so the reader's own
+reads are not disturbed): the hash is of the very bytes the data was read from, even if the
+path is renamed over or deleted meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,6 +52,31 @@ def _store(key: str, digest: str) -> None:
             os.replace(tmp, path)
         except OSError:
             pass  # a read-only cache only costs a re-hash next time
+
+
+def fd_sha256(fd: int, path: Path) -> str:
+    """The SHA-256 (hex) of the open file `fd` (opened from `path`), read with pread."""
+    real = path.resolve()
+    st = os.fstat(fd)
+    if _SHA.match(real.name) and "blobs" in real.parts:
+        with contextlib.suppress(OSError):
+            named = os.stat(real)
+            if (named.st_ino, named.st_dev) == (st.st_ino, st.st_dev):
+                return real.name
+    key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    cached = _load_cache().get(key)
+    if cached:
+        return cached
+    h = hashlib.sha256()
+    buf = bytearray(8 << 20)
+    view = memoryview(buf)
+    pos = 0
+    while n := os.preadv(fd, [buf], pos):
+        h.update(view[:n])
+        pos += n
+    digest = h.hexdigest()
+    _store(key, digest)
+    return digest
 
 
 def file_sha256(path: Path) -> str:

@@ -64,7 +64,11 @@ class Resolved:
 
 def resolve(ref: str, cache_dir: str | None = None) -> Resolved:
     """A reference as a local path; Hub refs are downloaded (or found in the cache when offline)."""
-    path = Path(ref).expanduser()
+    try:
+        path = Path(ref).expanduser()
+    except RuntimeError:  # ~nouser: no such user's home
+        user = ref[1:].split("/", 1)[0]
+        raise SgMergeError(f"{ref}: no user {user!r} to expand ~{user} for") from None
     if path.exists():
         return Resolved(ref=ref, path=path)
     if ref.startswith(PKG_PREFIX):

@@ -102,9 +102,23 @@ def layout_shard(filename: str, specs: list[OutSpec], metadata: dict[str, str]) 
     return ShardLayout(filename, head, {k: start + v for k, v in rel.items()}, start + pos)
 
 
+def check_names(specs: list[OutSpec], metadata: dict[str, str]) -> None:
+    """No tensor name twice in an output, counting tied aliases (`sgmerge.tied` metadata):
+    a header holding a name twice is one no loader accepts."""
+    names = [s.name for s in specs]
+    seen: set[str] = set()
+    dup = [n for n in names if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
+    tied = metadata.get("sgmerge.tied")
+    if tied is not None:
+        dup += [a for a in json.loads(tied) if a in seen]
+    if dup:
+        raise SgMergeError(f"output would hold tensor {dup[0]!r} twice; refusing to write it")
+
+
 def plan_files(
     base: str, specs: list[OutSpec], max_bytes: int, metadata: dict[str, str]
 ) -> list[ShardLayout]:
+    check_names(specs, metadata)
     groups = split_shards(specs, max_bytes)
     names = shard_names(base, len(groups))
     return [layout_shard(n, g, metadata) for n, g in zip(names, groups, strict=True)]

@@ -44,17 +44,23 @@ def copy_side_files(src: Path | None, dst: Path, dtype: torch.dtype | None = Non
     """Copy known side files from `src`; record a changed dtype in config.json. Returns names."""
     if src is None:
         return []
-    copied = []
-    for rel in SIDE_FILES:
-        f = src / rel
-        if not f.is_file():
-            continue
-        target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, target)
-        copied.append(rel)
-    if dtype is not None and dtype in _CONFIG_DTYPE and (dst / "config.json").exists():
-        _set_config_dtype(dst / "config.json", _CONFIG_DTYPE[dtype])
+    copied: list[str] = []
+    rel = "config.json"
+    try:
+        for rel in SIDE_FILES:
+            f = src / rel
+            if not f.is_file():
+                continue
+            target = dst / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+            copied.append(rel)
+        if dtype is not None and dtype in _CONFIG_DTYPE and (dst / "config.json").exists():
+            _set_config_dtype(dst / "config.json", _CONFIG_DTYPE[dtype])
+    except OSError as e:  # disk full, the source folder deleted meanwhile, ...
+        raise SgMergeError(
+            f"cannot copy side file {rel} from {src} into the output ({e.strerror or e})"
+        ) from None
     return copied
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mergekit_sg.errors import SgMergeError
+from mergekit_sg.errors import SgMergeError, first_few
 from mergekit_sg.io.atomic import atomic_directory, check_destination
 from mergekit_sg.io.card import RECIPE_FILE, CardExtras
 from mergekit_sg.io.checkpoint import TIED_META, Checkpoint, open_checkpoint
@@ -136,7 +136,21 @@ def interpolate(
                         progress or NullProgress(),
                     )
                 else:
-                    execute(plan, pre, ft, writers, opts.device, progress or NullProgress())
+                    bad = execute(
+                        plan,
+                        pre,
+                        ft,
+                        writers,
+                        opts.device,
+                        progress or NullProgress(),
+                        strict=opts.strict,
+                    )
+                    if bad:
+                        warnings.warn(
+                            f"{len(bad)} input tensor(s) hold NaN or inf values, merged as they "
+                            f"are: {first_few(bad)}; --strict refuses such inputs",
+                            stacklevel=2,
+                        )
                 hashes = hash_job.wait()
                 for d, alpha, w in zip(tmp_dirs, plan.alphas, writers, strict=True):
                     recipe = _recipe(opts, alpha, pre, ft, hashes)

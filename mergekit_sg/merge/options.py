@@ -3,11 +3,22 @@ arguments and the YAML recipe keys, so a misspelt key is an error everywhere."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mergekit_sg.merge.rules import Side
+from mergekit_sg.merge.rules import MAX_COEFFICIENT, Side
+
+
+def check_coefficient(value: float) -> float:
+    """A merge coefficient must be a finite number with |value| <= MAX_COEFFICIENT."""
+    if not math.isfinite(value) or abs(value) > MAX_COEFFICIENT:
+        raise ValueError(
+            f"{value!r} is not a usable coefficient: give a finite number with "
+            f"|value| <= {MAX_COEFFICIENT:g} (0 = pretrained, 1 = fine-tuned)"
+        )
+    return value
 
 
 def split_floats(value: object) -> object:
@@ -65,6 +76,10 @@ class InterpolateOptions(BaseModel):
     side_files: bool = Field(default=True, description="Copy config/tokenizer files.")
     model_card: bool = Field(default=True, description="Write a README.md model card.")
     force: bool = Field(default=False, description="Replace an existing destination.")
+    strict: bool = Field(
+        default=False,
+        description="Refuse inputs holding NaN or inf values (default: a warning naming them).",
+    )
     push_to_hub: str | None = Field(
         default=None,
         description="After the merge completes, upload the output to this Hub repo (org/name) "
@@ -86,6 +101,11 @@ class InterpolateOptions(BaseModel):
     @classmethod
     def _split_alpha(cls, v: object) -> object:
         return split_floats(v)
+
+    @field_validator("alpha")
+    @classmethod
+    def _finite_alpha(cls, v: list[float]) -> list[float]:
+        return [check_coefficient(a) for a in v]
 
     @field_validator("fisher", mode="before")
     @classmethod

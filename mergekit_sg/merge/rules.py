@@ -11,6 +11,9 @@ from typing import Literal
 from mergekit_sg.errors import SgMergeError
 
 Side = Literal["pretrained", "finetuned"]
+# Largest |coefficient| accepted: extrapolating further is never meaningful (the result is
+# dominated by rounding) and near float32's limit the arithmetic itself overflows to inf.
+MAX_COEFFICIENT = 1e3
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,11 @@ def parse_alpha_for(items: list[str]) -> list[AlphaFor]:
             alpha = float(value)
         except ValueError:
             alpha = math.nan
-        if not sep or not pattern or not math.isfinite(alpha):
-            raise SgMergeError(f"--alpha-for {item!r}: write GLOB=VALUE, e.g. 'visual.*=0.3'")
+        if not sep or not pattern or not math.isfinite(alpha) or abs(alpha) > MAX_COEFFICIENT:
+            raise SgMergeError(
+                f"--alpha-for {item!r}: write GLOB=VALUE with a finite VALUE, |VALUE| <= "
+                f"{MAX_COEFFICIENT:g}, e.g. 'visual.*=0.3'"
+            )
         rules.append(AlphaFor(pattern, alpha))
     return rules
 
