@@ -148,7 +148,7 @@ def run_demo(work: Path, settings: DemoSettings, quiet: bool = False) -> DemoRes
     """Fine-tune, scan, write the best alpha, and measure the barrier, all under `work`."""
     from mergekit_sg.path.lmc import path_barrier
     from mergekit_sg.progress import make_progress
-    from mergekit_sg.tune.loop import finetune
+    from mergekit_sg.tune import finetune
     from mergekit_sg.workflows import scan_command
 
     pre = minilm_dir()

@@ -7,9 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from mergekit_sg.recipe import RecipeContext, RecipeResult, register_recipe_command
-from mergekit_sg.tune.benchmark import PromptBenchmarkOptions, run_benchmark
-from mergekit_sg.tune.coop import CoopOptions, PromptResult, coop
-from mergekit_sg.tune.mergetune import MergetuneOptions, mergetune
+from mergekit_sg.tune import (
+    CoopOptions,
+    MergetuneOptions,
+    PromptBenchmarkOptions,
+    PromptResult,
+    coop,
+    mergetune,
+    run_benchmark,
+)
 
 
 def _coop_recipe(

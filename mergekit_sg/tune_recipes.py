@@ -18,9 +18,7 @@ from pathlib import Path
 
 from mergekit_sg.progress import NullProgress
 from mergekit_sg.recipe import RecipeContext, RecipeResult, register_recipe_command
-from mergekit_sg.tune.fisher_file import compute_fisher
-from mergekit_sg.tune.loop import finetune
-from mergekit_sg.tune.options import FinetuneOptions, FisherOptions
+from mergekit_sg.tune import FinetuneOptions, FisherOptions, compute_fisher, finetune
 
 
 def _quiet(ctx: RecipeContext) -> bool:

@@ -9,7 +9,8 @@ import typer
 
 from mergekit_sg.cli.common import console
 from mergekit_sg.cli.options import with_options
-from mergekit_sg.tune.coop import LOG_FILE, CoopOptions, PromptResult, coop
+from mergekit_sg.tune import COOP_LOG_FILE as LOG_FILE
+from mergekit_sg.tune import CoopOptions, PromptResult, coop
 
 
 def print_prompt_result(res: PromptResult, what: str) -> None:

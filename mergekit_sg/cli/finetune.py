@@ -11,8 +11,7 @@ from rich.table import Table
 
 from mergekit_sg.cli.common import console
 from mergekit_sg.cli.options import with_options
-from mergekit_sg.tune.loop import finetune
-from mergekit_sg.tune.options import FinetuneOptions
+from mergekit_sg.tune import FinetuneOptions, finetune
 
 
 @with_options(FinetuneOptions)

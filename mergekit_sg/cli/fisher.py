@@ -10,8 +10,7 @@ import typer
 
 from mergekit_sg.cli.common import console
 from mergekit_sg.cli.options import with_options
-from mergekit_sg.tune.fisher_file import compute_fisher
-from mergekit_sg.tune.options import FisherOptions
+from mergekit_sg.tune import FisherOptions, compute_fisher
 
 
 @with_options(FisherOptions)

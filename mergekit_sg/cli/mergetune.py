@@ -11,9 +11,8 @@ import typer
 from mergekit_sg.cli.common import console
 from mergekit_sg.cli.coop import print_prompt_result
 from mergekit_sg.cli.options import with_options
-from mergekit_sg.tune.coop import PromptResult
-from mergekit_sg.tune.mergetune import MergetuneOptions, mergetune
-from mergekit_sg.tune.mergetune_weights import LOG_FILE
+from mergekit_sg.tune import MERGETUNE_LOG_FILE as LOG_FILE
+from mergekit_sg.tune import MergetuneOptions, PromptResult, mergetune
 
 
 @with_options(MergetuneOptions)

@@ -13,8 +13,9 @@ from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.text import pad, pad_id
 from mergekit_sg.io.reference import resolve
 from mergekit_sg.models import embedding_classifier as ec
-from mergekit_sg.tune.data import classification_data, lm_data, subset
-from mergekit_sg.tune.tasks import IGNORE, StepOutput, Task
+from mergekit_sg.tune.tasks.base import IGNORE, StepOutput, Task
+from mergekit_sg.tune.tasks.data import classification_data, lm_data, subset
+from mergekit_sg.tune.tasks.task_options import TaskOptions
 
 
 def _quiet_transformers() -> None:
@@ -74,7 +75,7 @@ class TextClassificationTask(Task):
         self.features: list[Any] = []
 
     @classmethod
-    def build(cls, opts: Any, arg: str, device: torch.device) -> TextClassificationTask:
+    def build(cls, opts: TaskOptions, arg: str, device: torch.device) -> TextClassificationTask:
         _quiet_transformers()
         path = resolve(opts.pretrained).path
         data = classification_data(opts.data, opts.text_column, opts.label_column, opts.labels)
@@ -207,7 +208,7 @@ class CausalLMTask(Task):
         self.features: list[Any] = []
 
     @classmethod
-    def build(cls, opts: Any, device: torch.device) -> CausalLMTask:
+    def build(cls, opts: TaskOptions, device: torch.device) -> CausalLMTask:
         from transformers import AutoModelForCausalLM
 
         _quiet_transformers()

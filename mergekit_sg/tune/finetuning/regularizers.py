@@ -49,17 +49,28 @@ def _zero(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.zeros((), device=first.device if first is not None else None)
 
 
+def distance_penalty(
+    params: Mapping[str, torch.Tensor],
+    ref: Mapping[str, torch.Tensor],
+    elementwise: Callable[[str, torch.Tensor], torch.Tensor],
+    reduction: Reduction = "sum",
+) -> torch.Tensor:
+    """sum over the named tensors of elementwise(name, theta - theta0) (float32), or that sum
+    divided by the number of parameters covered: the one loop L1, L2 and EWC share."""
+    total, count = _zero(params), 0
+    for n, p in params.items():
+        total = total + elementwise(n, p.float() - ref[n].float()).sum()
+        count += p.numel()
+    return _reduce(total, count, reduction)
+
+
 def l1_penalty(
     params: Mapping[str, torch.Tensor],
     ref: Mapping[str, torch.Tensor],
     reduction: Reduction = "sum",
 ) -> torch.Tensor:
     """sum over the named tensors of |theta - theta0| (float32), or its mean per parameter."""
-    total, count = _zero(params), 0
-    for n, p in params.items():
-        total = total + (p.float() - ref[n].float()).abs().sum()
-        count += p.numel()
-    return _reduce(total, count, reduction)
+    return distance_penalty(params, ref, lambda n, d: d.abs(), reduction)
 
 
 def l2_penalty(
@@ -68,11 +79,7 @@ def l2_penalty(
     reduction: Reduction = "sum",
 ) -> torch.Tensor:
     """sum over the named tensors of (theta - theta0)^2 (float32), or its mean per parameter."""
-    total, count = _zero(params), 0
-    for n, p in params.items():
-        total = total + (p.float() - ref[n].float()).square().sum()
-        count += p.numel()
-    return _reduce(total, count, reduction)
+    return distance_penalty(params, ref, lambda n, d: d.square(), reduction)
 
 
 def ewc_penalty(
@@ -82,11 +89,7 @@ def ewc_penalty(
     reduction: Reduction = "sum",
 ) -> torch.Tensor:
     """sum over the named tensors of F * (theta - theta0)^2 (float32), or its mean."""
-    total, count = _zero(params), 0
-    for n, p in params.items():
-        total = total + (fisher[n].float() * (p.float() - ref[n].float()).square()).sum()
-        count += p.numel()
-    return _reduce(total, count, reduction)
+    return distance_penalty(params, ref, lambda n, d: fisher[n].float() * d.square(), reduction)
 
 
 def kd_loss(

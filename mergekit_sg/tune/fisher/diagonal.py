@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.tune.tasks import IGNORE
+from mergekit_sg.tune.tasks.base import IGNORE
 
 Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 Collate = Callable[[list[Any]], dict[str, torch.Tensor]]
