@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 RegParams = Literal["all", "no-head", "no-norms-biases"]
 Reduction = Literal["sum", "mean"]
+Named = Mapping[str, torch.Tensor]
 
 
 def is_norm_or_bias(name: str, tensor: torch.Tensor) -> bool:
@@ -64,29 +65,18 @@ def distance_penalty(
     return _reduce(total, count, reduction)
 
 
-def l1_penalty(
-    params: Mapping[str, torch.Tensor],
-    ref: Mapping[str, torch.Tensor],
-    reduction: Reduction = "sum",
-) -> torch.Tensor:
+def l1_penalty(params: Named, ref: Named, reduction: Reduction = "sum") -> torch.Tensor:
     """sum over the named tensors of |theta - theta0| (float32), or its mean per parameter."""
     return distance_penalty(params, ref, lambda n, d: d.abs(), reduction)
 
 
-def l2_penalty(
-    params: Mapping[str, torch.Tensor],
-    ref: Mapping[str, torch.Tensor],
-    reduction: Reduction = "sum",
-) -> torch.Tensor:
+def l2_penalty(params: Named, ref: Named, reduction: Reduction = "sum") -> torch.Tensor:
     """sum over the named tensors of (theta - theta0)^2 (float32), or its mean per parameter."""
     return distance_penalty(params, ref, lambda n, d: d.square(), reduction)
 
 
 def ewc_penalty(
-    params: Mapping[str, torch.Tensor],
-    ref: Mapping[str, torch.Tensor],
-    fisher: Mapping[str, torch.Tensor],
-    reduction: Reduction = "sum",
+    params: Named, ref: Named, fisher: Named, reduction: Reduction = "sum"
 ) -> torch.Tensor:
     """sum over the named tensors of F * (theta - theta0)^2 (float32), or its mean."""
     return distance_penalty(params, ref, lambda n, d: fisher[n].float() * d.square(), reduction)

@@ -15,17 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.tune.core import (
-    BestEpoch,
-    GradientStep,
-    Record,
-    StepLog,
-    TrainBar,
-    amp,
-    autocast,
-    epoch_lr,
-    train_epochs,
-)
+from mergekit_sg.tune.core.best import BestEpoch
+from mergekit_sg.tune.core.device import amp, autocast
+from mergekit_sg.tune.core.epochs import train_epochs
+from mergekit_sg.tune.core.log import Record, StepLog
+from mergekit_sg.tune.core.progress import TrainBar
+from mergekit_sg.tune.core.schedule import epoch_lr
+from mergekit_sg.tune.core.steps import GradientStep
 from mergekit_sg.tune.prompt.fewshot import harmonic_mean
 from mergekit_sg.tune.prompt.images import (
     Images,
