@@ -21,6 +21,7 @@ from mergekit_sg.tune.core.log import (
     write_json,
     write_jsonl,
 )
+from mergekit_sg.tune.core.optim import adamw
 from mergekit_sg.tune.core.output import cpu_state, load_state, save_state, write_run
 from mergekit_sg.tune.core.progress import TrainBar
 from mergekit_sg.tune.core.schedule import epoch_batches, epoch_lr, lr_factor, set_lr
@@ -35,6 +36,7 @@ __all__ = [
     "SelectKey",
     "StepLog",
     "TrainBar",
+    "adamw",
     "add_terms",
     "amp",
     "as_floats",

@@ -30,6 +30,7 @@ from mergekit_sg.tune.core import (
     SelectKey,
     StepLog,
     TrainBar,
+    adamw,
     add_terms,
     amp,
     as_floats,
@@ -143,7 +144,7 @@ class _Trainer:
             raise SgMergeError("nothing to train: every parameter is frozen")
         self.lr = opts.lr or task.default_lr
         self.wd = opts.weight_decay if opts.weight_decay is not None else task.default_weight_decay
-        self.optimizer = torch.optim.AdamW(_param_groups(self.params, self.wd), lr=self.lr)
+        self.optimizer = adamw(_param_groups(self.params, self.wd), self.lr)
         self.lengths = [task.length(f) for f in task.features]
         n_batches = math.ceil(len(self.lengths) / opts.batch_size)
         self.total = math.ceil(n_batches / opts.grad_accum) * opts.epochs

@@ -41,6 +41,7 @@ from mergekit_sg.tune.core import (
     Record,
     StepLog,
     TrainBar,
+    adamw,
     amp,
     autocast,
     epoch_batches,
@@ -329,7 +330,7 @@ def make_optimizer(
     lr, wd = settings.lr, settings.weight_decay
     if settings.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    return adamw(params, lr, wd)
 
 
 def config_record(
