@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
+import mergekit_sg.tune.finetuning.regularizers as R
 from mergekit_sg.errors import SgMergeError, first_few
-from mergekit_sg.tune.finetuning import regularizers as R
 from mergekit_sg.tune.finetuning.finetune_options import FinetuneOptions
 from mergekit_sg.tune.fisher.store import load_fisher
 from mergekit_sg.tune.tasks.base import StepOutput, Task
