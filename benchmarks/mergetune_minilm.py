@@ -31,8 +31,7 @@ import torch
 
 from mergekit_sg.commands import PROMPTS, minilm_dir
 from mergekit_sg.path import lmc
-from mergekit_sg.tune.loop import finetune
-from mergekit_sg.tune.mergetune import mergetune
+from mergekit_sg.tune import finetune, mergetune
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from mergekit_sg.models import PromptLearner, prompt_features, template_features
-from mergekit_sg.tune.mergetune_loss import clip_logits, path_alphas, prompt_objective
+from mergekit_sg.tune.mergetuning import path_alphas, prompt_objective
+from mergekit_sg.tune.prompt import clip_logits
 
 GOAL = 1.5
 

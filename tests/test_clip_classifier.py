@@ -40,8 +40,7 @@ def _pngs(root: Path, per_class: int, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """sgmerge finetune (head mode, --save-init) then sgmerge mergetune --trainable head."""
-    from mergekit_sg.tune.loop import finetune
-    from mergekit_sg.tune.mergetune import mergetune
+    from mergekit_sg.tune import finetune, mergetune
 
     name = register_tiny_clip()
     root = tmp_path_factory.mktemp("clf")

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.tune.fewshot import few_shot
-from mergekit_sg.tune.image_data import read_images, sample_shots, split_classes
+from mergekit_sg.tune.prompt import few_shot, read_images, sample_shots, split_classes
 
 NAMES = ["american_bulldog", "cat", "bird", "sea_lion", "fish"]  # label order; base: first 3
 SHOWN = ["american bulldog", "cat", "bird", "sea lion", "fish"]
@@ -100,8 +99,7 @@ def test_class_names_come_from_every_split(tmp_path: Path) -> None:
 
 
 def test_base_novel_and_few_shot_on_a_split(tmp_path: Path) -> None:
-    from mergekit_sg.tune.coop import CoopOptions
-    from mergekit_sg.tune.prompt_train import prompt_data
+    from mergekit_sg.tune.prompt import CoopOptions, prompt_data
 
     js = coop_dataset(tmp_path / "tiny")
     rows = json.loads(js.read_text())["train"]
@@ -255,9 +253,7 @@ def test_sgmerge_coop_trains_from_the_split_file(tiny_clip, tmp_path: Path, caps
     from helpers import cli
     from safetensors.torch import load_file
 
-    from mergekit_sg.tune.coop import coop
-    from mergekit_sg.tune.prompt_train import split_accuracy
-    from mergekit_sg.tune.prompts import load_prompt, prompt_eval
+    from mergekit_sg.tune.prompt import coop, load_prompt, prompt_eval, split_accuracy
 
     js = coop_dataset(tmp_path / "tiny")
     common = ["--model", tiny_clip["model"], "--pretrained", tiny_clip["clip"], "--shots", "2"]

@@ -704,7 +704,7 @@ def test_clip_zeroshot_coop_keyed_class_names(tmp_path: Path) -> None:
 def test_numeric_class_folders_sort_as_numbers(tmp_path: Path) -> None:
     """ImageNetV2's class-index folders 0..999: folder 10 is class 10, not the third."""
     from mergekit_sg.evals.clip_zeroshot import read_folder
-    from mergekit_sg.tune.image_data import read_images
+    from mergekit_sg.tune.prompt import read_images
 
     for name, rgb in (("2", (0, 255, 0)), ("10", (0, 0, 255)), ("1", (255, 0, 0))):
         colour_png(tmp_path / "v2" / name / "a.png", rgb)

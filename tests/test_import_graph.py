@@ -106,13 +106,6 @@ def test_every_subpackage_is_a_known_layer() -> None:
     assert subpackages <= set(LAYERS), subpackages - set(LAYERS)
 
 
-# tune/ in its old single-folder layout has the cycle tasks -> clip_task/text_tasks -> tasks,
-# which the split of tune/ (issue 11, in flight on another branch) removes; once merged this
-# marker's condition is false and the test must pass. Remove the marker with the old layout.
-OLD_TUNE = (PKG / "tune" / "clip_task.py").exists()
-
-
-@pytest.mark.xfail(OLD_TUNE, reason="tune/ old layout: tasks <-> clip_task", strict=True)
 def test_no_import_cycle() -> None:
     cycle = find_cycle(graph())
     assert cycle is None, " -> ".join(cycle or [])

@@ -5,7 +5,6 @@ given Fisher, subset mode works through functional_call, and CPU runs repeat exa
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
@@ -70,7 +69,7 @@ def _common(s: dict, **kw: object) -> dict:
 
 @pytest.fixture(scope="module")
 def coop_run(setup):
-    from mergekit_sg.tune.coop import coop
+    from mergekit_sg.tune import coop
 
     root = setup["root"]
     opts = _common(setup, epochs=3, lr=0.05, log_every=1, save_init=str(root / "init"))
@@ -80,7 +79,7 @@ def coop_run(setup):
 
 def _train_images(setup):
     """The base-class few-shot set that training uses (seed 1, 4 shots)."""
-    from mergekit_sg.tune.image_data import read_images, sample_shots, split_classes
+    from mergekit_sg.tune.prompt import read_images, sample_shots, split_classes
 
     return sample_shots(split_classes(read_images(setup["train"]), "base"), 4, 1)[0]
 
@@ -110,10 +109,11 @@ def test_coop_writes_prompt_log_and_base_novel_accuracy(setup, coop_run) -> None
 def test_at_init_every_path_point_is_the_finetuned_model(setup, coop_run, monkeypatch) -> None:
     """Through the training loop: the first step's L_lmc and L_main are the fine-tuned prompt's
     cross-entropy on the batch, and L_zs is 1 - cos(T(w2), T_zs); no gradient reaches CLIP."""
-    mt = importlib.import_module("mergekit_sg.tune.mergetune")  # the face binds the function
     from mergekit_sg.models import template_features
-    from mergekit_sg.tune.mergetune_loss import cosine_surrogate
-    from mergekit_sg.tune.prompts import evaluate, load_prompt
+    from mergekit_sg.tune import mergetune
+    from mergekit_sg.tune.mergetuning import cosine_surrogate
+    from mergekit_sg.tune.mergetuning import prompt_mode as mt
+    from mergekit_sg.tune.prompt import evaluate, load_prompt
 
     seen = {}
     real = mt.load_model
@@ -123,7 +123,7 @@ def test_at_init_every_path_point_is_the_finetuned_model(setup, coop_run, monkey
         return seen["clip"]
 
     monkeypatch.setattr(mt, "load_model", spy)
-    res = mt.mergetune(
+    res = mergetune(
         setup["root"] / "mt-init",
         **_common(setup, finetuned=str(coop_run.out), augment=False, batch_size=64, epochs=1),
         zs_template=TEMPLATE,
@@ -147,7 +147,7 @@ def test_at_init_every_path_point_is_the_finetuned_model(setup, coop_run, monkey
 
 
 def test_a_few_steps_reduce_the_loss(setup, coop_run) -> None:
-    from mergekit_sg.tune.mergetune import mergetune
+    from mergekit_sg.tune import mergetune
 
     res = mergetune(
         setup["root"] / "mt-steps",
@@ -165,23 +165,21 @@ def test_a_few_steps_reduce_the_loss(setup, coop_run) -> None:
 
 def test_saved_prompt_reloads_and_reproduces_the_evaluation(setup, coop_run) -> None:
     from mergekit_sg.path import lmc
-    from mergekit_sg.tune.image_data import read_images
-    from mergekit_sg.tune.prompt_train import split_accuracy
-    from mergekit_sg.tune.prompts import evaluate, load_prompt
+    from mergekit_sg.tune.prompt import evaluate, load_prompt, read_images, split_accuracy
 
     pm = load_prompt(coop_run.out)
     test = read_images(setup["test"])
     assert split_accuracy(pm, test, True) == coop_run.test  # bit for bit, as trained
     # the prompt as a live model in `sgmerge lmc`: the path's endpoints are the saved prompts
-    ev = f"base=python:mergekit_sg.tune.prompts:prompt_eval,data={setup['test']},classes=base"
+    ev = f"base=python:mergekit_sg.tune.prompt:prompt_eval,data={setup['test']},classes=base"
     rep = lmc(
         [coop_run.init, coop_run.out],
         None,
-        model="python:mergekit_sg.tune.prompts:prompt_model",
+        model="python:mergekit_sg.tune.prompt:prompt_model",
         eval=[ev],
         alphas="0,0.5,1",
     )
-    from mergekit_sg.tune.image_data import split_classes
+    from mergekit_sg.tune.prompt import split_classes
 
     base = split_classes(test, "base")
     at1 = rep.paths[0].at(1.0).metrics["base"]
@@ -192,7 +190,7 @@ def test_saved_prompt_reloads_and_reproduces_the_evaluation(setup, coop_run) -> 
 
 
 def test_cpu_runs_repeat_exactly_with_a_seed(setup, coop_run) -> None:
-    from mergekit_sg.tune.mergetune import mergetune
+    from mergekit_sg.tune import mergetune
 
     outs = []
     for i in range(2):
@@ -213,7 +211,7 @@ def test_cpu_runs_repeat_exactly_with_a_seed(setup, coop_run) -> None:
 def clip_head_pair(setup):
     """A zero-shot classifier and its fine-tune (image tower and head), as sgmerge finetune
     writes them."""
-    from mergekit_sg.tune.loop import finetune
+    from mergekit_sg.tune import finetune
 
     root = setup["root"]
     finetune(
@@ -238,7 +236,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _head_run(setup, pair, name: str, **kw: object):
-    from mergekit_sg.tune.mergetune import mergetune
+    from mergekit_sg.tune import mergetune
 
     ft = pair[1]
     opts = {
@@ -301,8 +299,15 @@ def test_subset_mode_through_functional_call(setup, clip_head_pair) -> None:
 def test_head_split_reproduces_the_full_forward(setup, clip_head_pair) -> None:
     """The cached-feature head path and the functional_call path give the same terms and the
     same gradient, away from w2 (so every path point differs)."""
-    from mergekit_sg.tune.mergetune import MergetuneOptions
-    from mergekit_sg.tune.mergetune_weights import head_split, load_endpoint, weight_objective
+    from mergekit_sg.tune import MergetuneOptions
+    from mergekit_sg.tune.mergetuning import (
+        Endpoints,
+        ObjectiveWeights,
+        head_split,
+        load_endpoint,
+        loss_at,
+        weight_objective,
+    )
     from mergekit_sg.tune.tasks import build_task
 
     opts = MergetuneOptions(
@@ -330,8 +335,9 @@ def test_head_split_reproduces_the_full_forward(setup, clip_head_pair) -> None:
     with torch.no_grad():
         feats = split.features(batch)
     alphas = [0.1, 0.3, 0.5, 0.7, 0.9]
-    fast = weight_objective(task, module, batch, w, w1, w2, None, alphas, 10, 1, split, feats)
-    full = weight_objective(task, module, batch, w, w1, w2, None, alphas, 10, 1)
+    ends, weights = Endpoints(w1, w2, None), ObjectiveWeights(10, 1)
+    fast = weight_objective(loss_at(task, module, batch, split, feats), w, ends, alphas, weights)
+    full = weight_objective(loss_at(task, module, batch), w, ends, alphas, weights)
     for k in ("loss", "main", "zs", "lmc"):
         torch.testing.assert_close(fast[k], full[k], rtol=1e-5, atol=1e-6)
     assert float(fast["lmc"].detach()) != pytest.approx(float(fast["main"].detach()))
@@ -341,7 +347,7 @@ def test_head_split_reproduces_the_full_forward(setup, clip_head_pair) -> None:
 
 
 def test_errors_are_one_line(setup, coop_run, tmp_path: Path) -> None:
-    from mergekit_sg.tune.mergetune import mergetune
+    from mergekit_sg.tune import mergetune
 
     head = {"model": setup["model"], "pretrained": setup["clip"], "data": setup["train"]}
     with pytest.raises(SgMergeError, match="matches no parameter"):
@@ -422,7 +428,7 @@ def test_real_minilm_head_mode_paths_measured_with_lmc(tmp_path: Path) -> None:
     nothing but the head moves."""
     from mergekit_sg.commands import PROMPTS, minilm_dir
     from mergekit_sg.path import lmc
-    from mergekit_sg.tune.mergetune import MergetuneOptions, mergetune
+    from mergekit_sg.tune import MergetuneOptions, mergetune
     from mergekit_sg.tune.tasks import build_task
 
     common = {

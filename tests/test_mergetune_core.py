@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from helpers import register_tiny_clip
 
 from mergekit_sg.models import PromptLearner, prompt_features, template_features
-from mergekit_sg.tune.mergetune_loss import (
+from mergekit_sg.tune.mergetuning import (
     cosine_surrogate,
     path_alphas,
     prompt_objective,
@@ -107,7 +107,13 @@ def test_weight_objective_zs_term_path_is_the_exact_path_loss_to_w1() -> None:
     """--zs-term path: zs = mean_k CE at w1 + a_k (w - w1); quadratic: (w - w1)^T (w - w1)."""
     from types import SimpleNamespace
 
-    from mergekit_sg.tune.mergetune_weights import HeadSplit, weight_objective
+    from mergekit_sg.tune.mergetuning import (
+        Endpoints,
+        HeadSplit,
+        ObjectiveWeights,
+        loss_at,
+        weight_objective,
+    )
 
     feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     labels = torch.tensor([0, 1, 1])
@@ -128,18 +134,20 @@ def test_weight_objective_zs_term_path_is_the_exact_path_loss_to_w1() -> None:
     want_lmc = (
         ce(w2["h"] + 0.25 * (w["h"] - w2["h"])) + ce(w2["h"] + 0.75 * (w["h"] - w2["h"]))
     ) / 2
-    t = weight_objective(task, None, batch, w, w1, w2, None, alphas, 3.0, 2.0, split, feats, "path")
+    at = loss_at(task, None, batch, split, feats)
+    ends = Endpoints(w1, w2, None)
+    t = weight_objective(at, w, ends, alphas, ObjectiveWeights(3.0, 2.0, "path"))
     assert float(t["main"]) == pytest.approx(ce(w["h"]))
     assert float(t["zs"]) == pytest.approx(want_zs)
     assert float(t["lmc"]) == pytest.approx(want_lmc)
     assert float(t["loss"]) == pytest.approx(ce(w["h"]) + 3 * want_zs + 2 * want_lmc)
-    q = weight_objective(task, None, batch, w, w1, w2, None, alphas, 3.0, 2.0, split, feats)
+    q = weight_objective(at, w, ends, alphas, ObjectiveWeights(3.0, 2.0))
     assert float(q["zs"]) == pytest.approx(1 + 1 + 0.25 + 0.25)  # ||w - w1||^2
     assert float(q["loss"]) == pytest.approx(ce(w["h"]) + 3 * 2.5 + 2 * want_lmc)
 
 
 def test_few_shot_protocol() -> None:
-    from mergekit_sg.tune.fewshot import base_novel, few_shot, harmonic_mean
+    from mergekit_sg.tune.prompt import base_novel, few_shot, harmonic_mean
 
     assert base_novel(["a", "b", "c", "d", "e"]) == ([0, 1, 2], [3, 4])
     labels = [i % 5 for i in range(100)]

@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from mergekit_sg import interpolate
 from mergekit_sg.merge import fisher_lerp, lerp
-from mergekit_sg.tune import regularizers as R
+from mergekit_sg.tune import finetuning as R
+from mergekit_sg.tune.finetuning import add_lora, merged_state_dict, resolve_targets
 from mergekit_sg.tune.fisher import diagonal_fisher, draw_targets, log_likelihood
-from mergekit_sg.tune.lora import add_lora, merged_state_dict, resolve_targets
 from mergekit_sg.tune.tasks import IGNORE
 
 
@@ -273,7 +273,7 @@ def test_interpolating_merged_lora_scales_the_delta(tmp_path: Path) -> None:
 
 
 def test_epoch_batches_cover_the_data_once_and_group_lengths() -> None:
-    from mergekit_sg.tune.loop import epoch_batches, lr_factor
+    from mergekit_sg.tune.core import epoch_batches, lr_factor
 
     lengths = [(i * 37) % 23 + 1 for i in range(230)]
     for group in (False, True):
@@ -297,7 +297,7 @@ def test_epoch_batches_cover_the_data_once_and_group_lengths() -> None:
 
 
 def test_clip_templates() -> None:
-    from mergekit_sg.tune.heads import parse_templates
+    from mergekit_sg.tune.tasks import parse_templates
 
     assert len(parse_templates("openai")) == 80
     assert parse_templates("a photo of a {}.,art of") == ["a photo of a {}.", "art of {}"]

@@ -25,10 +25,8 @@ from mergekit_sg import interpolate
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals import BaseEvaluator
 from mergekit_sg.models import load_model
-from mergekit_sg.tune import compute_fisher, finetune
-from mergekit_sg.tune.loop import state_dir
-from mergekit_sg.tune.tasks import IGNORE
-from mergekit_sg.tune.text_tasks import encode_lm
+from mergekit_sg.tune import compute_fisher, finetune, state_dir
+from mergekit_sg.tune.tasks import IGNORE, encode_lm
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +271,7 @@ def test_open_clip_zero_shot_head_and_finetune(clip_pair, tmp_path: Path) -> Non
     import torch.nn.functional as F
     from helpers import TINY_CLIP
 
-    from mergekit_sg.tune.heads import HEAD_WEIGHTS
+    from mergekit_sg.models.clip_classifier import HEAD_WEIGHTS
 
     images = image_folder(tmp_path / "imgs")
     spec = f"open_clip:{TINY_CLIP}"

@@ -9,15 +9,17 @@ from typing import Any
 
 import torch
 
+import mergekit_sg.tune.finetuning.regularizers as R
 from mergekit_sg.errors import SgMergeError, first_few
-from mergekit_sg.tune import regularizers as R
-from mergekit_sg.tune.tasks import StepOutput, Task
+from mergekit_sg.tune.finetuning.finetune_options import FinetuneOptions
+from mergekit_sg.tune.fisher.store import load_fisher
+from mergekit_sg.tune.tasks.base import StepOutput, Task
 
 
 class Penalty:
     """reg(theta) for one of l1, l2, ewc (against theta0) or kd (against the teacher)."""
 
-    def __init__(self, opts: Any, task: Task, module: torch.nn.Module) -> None:
+    def __init__(self, opts: FinetuneOptions, task: Task, module: torch.nn.Module) -> None:
         self.kind: str = opts.reg
         self.weight = float(opts.reg_weight or 0.0)
         self.reduction: R.Reduction = opts.reg_reduction
@@ -36,12 +38,10 @@ class Penalty:
             raise SgMergeError(f"--reg-params {opts.reg_params}: no parameter left to penalise")
         self.params = {n: trainable[n] for n in names}
         self.ref = {n: p.detach().clone() for n, p in self.params.items()}
-        if self.kind == "ewc":
+        if self.kind == "ewc" and opts.fisher:
             self.fisher = self._fisher(opts.fisher)
 
     def _fisher(self, path: str) -> dict[str, torch.Tensor]:
-        from mergekit_sg.tune.fisher_file import load_fisher
-
         stored = load_fisher(path)
         out, missing, bad = {}, [], []
         for n, p in self.params.items():

@@ -4,6 +4,7 @@ in logs and CI). It steps aside while the evaluators draw their own bars."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -44,7 +45,7 @@ class TrainBar:
         self._p.start()
         self._task = self._p.add_task("finetune", total=self._total, completed=self._done, terms="")
 
-    def advance(self, terms: dict[str, float], epoch: int, epochs: int) -> None:
+    def advance(self, terms: Mapping[str, Any], epoch: int, epochs: int) -> None:
         self._done += 1
         if self._p is None:
             return

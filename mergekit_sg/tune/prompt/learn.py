@@ -5,7 +5,6 @@ zero-shot endpoint of the prompt path."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,52 +12,26 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.io.atomic import atomic_directory, check_destination
+from mergekit_sg.io.atomic import check_destination
 from mergekit_sg.models.adapters import load_model
-from mergekit_sg.tune.fisher_file import resolve_device
-from mergekit_sg.tune.mergetune_loss import clip_logits
-from mergekit_sg.tune.options import make
-from mergekit_sg.tune.prompt_train import (
-    PromptDataOptions,
-    ScheduleOptions,
-    heldout_metrics,
-    prompt_data,
-    seed_all,
-    train_prompt,
+from mergekit_sg.tune.core import LOG_FILE, Record, resolve_device, seed_all
+from mergekit_sg.tune.core import write_run as write_outputs
+from mergekit_sg.tune.prompt.prompt_file import (
+    PromptModel,
+    build_learner,
+    clip_logits,
+    prompt_meta,
+    save_prompt,
 )
-from mergekit_sg.tune.prompts import PromptModel, build_learner, prompt_meta, save_prompt
+from mergekit_sg.tune.prompt.prompt_options import CoopOptions
+from mergekit_sg.tune.prompt.train import SgdRates, heldout_metrics, prompt_data, train_prompt
+from mergekit_sg.tune.tasks import make
 from mergekit_sg.version import TOOLKIT
 
-LOG_FILE = "train_log.jsonl"
+__all__ = ["LOG_FILE", "PromptResult", "coop", "open_clip_spec", "write_run"]
 SUMMARY_FILE = "coop.json"
-
-
-class CoopOptions(PromptDataOptions, ScheduleOptions):
-    """CoOp prompt learning on a frozen open_clip model."""
-
-    model: str = Field(description="open_clip:ARCH (e.g. open_clip:ViT-B-16).")
-    pretrained: str = Field(description="CLIP weights: a file, directory or Hub reference.")
-    data: str = Field(
-        description="Training images: a class-per-folder tree, a CSV manifest or a split of "
-        "CoOp's layout (DIR/split_zhou_X.json:train, fgvc_aircraft/images_variant_train.txt)."
-    )
-    n_ctx: int = Field(default=4, ge=1, description="Context vectors (ignored with --ctx-init).")
-    ctx_init: str = Field(
-        default="a photo of a",
-        description="Words whose embeddings start the context ('' for random N(0, 0.02)).",
-    )
-    lr: float = Field(default=0.002, gt=0, description="SGD learning rate after the warm-up.")
-    weight_decay: float = Field(default=5e-4, ge=0, description="SGD weight decay.")
-    warmup_epochs: int = Field(default=1, ge=0, description="Epochs at the constant warm-up lr.")
-    seed: int = Field(default=1, description="Seed of the few-shot sample, order and crops.")
-    device: str = Field(default="auto", description="cpu, cuda[:N] or auto.")
-    save_init: str | None = Field(
-        default=None, description="Also write the initial prompt (the zero-shot one) here."
-    )
-    force: bool = Field(default=False, description="Replace existing destinations.")
 
 
 @dataclass
@@ -81,18 +54,13 @@ def write_run(
     out: Path,
     ctx: torch.Tensor,
     meta: dict[str, Any],
-    log: list[dict[str, Any]],
+    log: list[Record],
     summary: dict[str, Any],
     summary_file: str,
     force: bool,
 ) -> None:
     """The prompt, its training log and summary, atomically."""
-    with atomic_directory(out, force) as tmp:
-        save_prompt(tmp, ctx, meta)
-        with (tmp / LOG_FILE).open("w") as f:
-            for rec in log:
-                f.write(json.dumps(rec, default=str) + "\n")
-        (tmp / summary_file).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_outputs(out, lambda tmp: save_prompt(tmp, ctx, meta), log, summary_file, summary, force)
 
 
 def coop(
@@ -135,9 +103,7 @@ def coop(
         objective,
         data,
         opts,
-        lr=opts.lr,
-        weight_decay=opts.weight_decay,
-        warmup_epochs=opts.warmup_epochs,
+        SgdRates(opts.lr, opts.weight_decay, opts.warmup_epochs),
         config={**config, "examples": len(data.train.paths), "classes": classes},
         quiet=quiet,
     )

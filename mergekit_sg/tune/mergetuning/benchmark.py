@@ -15,11 +15,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mergekit_sg.tune.coop import CoopOptions, coop
-from mergekit_sg.tune.image_data import read_images
-from mergekit_sg.tune.mergetune import MergetuneOptions, mergetune
-from mergekit_sg.tune.prompt_train import split_accuracy
-from mergekit_sg.tune.prompts import PROMPT_FILE, load_prompt, read_prompt
+from mergekit_sg.tune.mergetuning.mergetune_options import MergetuneOptions
+from mergekit_sg.tune.mergetuning.run import mergetune
+from mergekit_sg.tune.prompt import (
+    PROMPT_FILE,
+    CoopOptions,
+    coop,
+    load_prompt,
+    read_images,
+    read_prompt,
+    split_accuracy,
+)
 from mergekit_sg.version import TOOLKIT
 
 RESULTS = "results.jsonl"
@@ -185,7 +191,7 @@ def _score(
     run: Path, ds: DatasetEntry, seed: int, o: PromptBenchmarkOptions
 ) -> list[dict[str, Any]]:
     """One row per (model, evaluation set): zero-shot template, init prompt, CoOp, MERGETUNE."""
-    from mergekit_sg.tune.fisher_file import resolve_device
+    from mergekit_sg.tune.core import resolve_device
 
     device = str(resolve_device(o.device))
     sets = {}

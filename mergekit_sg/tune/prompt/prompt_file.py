@@ -5,8 +5,8 @@ class names, the prompt form, n_ctx, init, the training configuration).
 `PromptModel` is the prompt over a frozen CLIP whose only tensor is the context, so
 `LinearPath` (and `sgmerge lmc`) moves the prompt alone:
 
-    sgmerge lmc zs/ continued/ coop/ --model python:mergekit_sg.tune.prompts:prompt_model \\
-        --eval base=python:mergekit_sg.tune.prompts:prompt_eval,data=test/,classes=base"""
+    sgmerge lmc zs/ continued/ coop/ --model python:mergekit_sg.tune.prompt:prompt_model \\
+        --eval base=python:mergekit_sg.tune.prompt:prompt_eval,data=test/,classes=base"""
 
 from __future__ import annotations
 
@@ -22,12 +22,19 @@ from safetensors.torch import save_file
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.models.adapters import LoadedModel, load_model
 from mergekit_sg.models.coop import PromptLearner, prompt_features, template_features
-from mergekit_sg.tune.image_data import Images, loader, read_images, split_classes
+from mergekit_sg.tune.prompt.images import Images, loader, read_images, split_classes
 
 PROMPT_FILE = "prompt.safetensors"
 PROMPT_JSON = "prompt.json"
 META_KEY = "sgmerge.prompt"
 SPLITS = ("all", "base", "novel")
+
+
+def clip_logits(
+    image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float
+) -> torch.Tensor:
+    """s * I @ norm(T)^T, with I already normalised."""
+    return scale * image @ F.normalize(text, dim=-1).T
 
 
 class PromptModel(torch.nn.Module):
@@ -149,9 +156,9 @@ def load_prompt(
 
 
 def prompt_model(path: str | Path) -> LoadedModel:
-    """`--model python:mergekit_sg.tune.prompts:prompt_model`: a prompt as a live model."""
+    """`--model python:mergekit_sg.tune.prompt:prompt_model`: a prompt as a live model."""
     pm = load_prompt(path)
-    return LoadedModel(pm, "python", "python:mergekit_sg.tune.prompts:prompt_model", Path(path))
+    return LoadedModel(pm, "python", "python:mergekit_sg.tune.prompt:prompt_model", Path(path))
 
 
 @torch.no_grad()
@@ -195,11 +202,11 @@ def prompt_eval(
     classnames: str | None = None,
     batch_size: str = "64",
 ) -> dict[str, float]:
-    """`--eval NAME=python:mergekit_sg.tune.prompts:prompt_eval,data=DIR[,classes=base|novel]`:
+    """`--eval NAME=python:mergekit_sg.tune.prompt:prompt_eval,data=DIR[,classes=base|novel]`:
     accuracy and loss of the live prompt; image features are computed once per model."""
     pm = model.module
     if not isinstance(pm, PromptModel):
-        raise SgMergeError("prompt_eval needs --model python:mergekit_sg.tune.prompts:prompt_model")
+        raise SgMergeError("prompt_eval needs --model python:mergekit_sg.tune.prompt:prompt_model")
     if classes not in SPLITS:
         raise SgMergeError(f"prompt_eval: classes={classes!r}; use one of {', '.join(SPLITS)}")
     images = split_classes(read_images(data, classnames), classes)

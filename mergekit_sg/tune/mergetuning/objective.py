@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mergekit_sg.tune.prompt.prompt_file import clip_logits
+
 
 def path_alphas(
     k: int, mode: str = "grid", generator: torch.Generator | None = None
@@ -17,13 +19,6 @@ def path_alphas(
     if mode == "random":
         return torch.rand(k, generator=generator, dtype=torch.float64).tolist()
     return [(2 * i + 1) / (2 * k) for i in range(k)]
-
-
-def clip_logits(
-    image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float
-) -> torch.Tensor:
-    """s * I @ norm(T)^T, with I already normalised."""
-    return scale * image @ F.normalize(text, dim=-1).T
 
 
 def cosine_surrogate(t_w: torch.Tensor, t_zs: torch.Tensor) -> torch.Tensor:

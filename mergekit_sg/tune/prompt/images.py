@@ -17,7 +17,7 @@ import torch
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.clip_zeroshot import display, read_csv, read_folder, read_lines
 from mergekit_sg.evals.coop_splits import read_split_spec
-from mergekit_sg.tune.fewshot import base_novel, few_shot
+from mergekit_sg.tune.prompt.fewshot import base_novel, few_shot
 
 
 @dataclass

@@ -1,9 +1,7 @@
 """A training task: the live model built from a spec and a pretrained checkpoint, its data
 encoded into features, batching, the forward pass (logits and targets), the loss, the outputs
 distillation compares, and saving in the layout that `load_model` and `interpolate` read.
-
-Specs: `hf:embedding-classifier` (sentence-embedding encoder + zero-shot head),
-`hf:seq-classification`, `hf:causal-lm` and `open_clip:ARCH`."""
+The families live in `text` and `clip_image`; `build` picks one from a model spec."""
 
 from __future__ import annotations
 
@@ -15,7 +13,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mergekit_sg.errors import SgMergeError
 from mergekit_sg.models.adapters import LoadedModel
 
 IGNORE = -100
@@ -84,24 +81,3 @@ class Task(ABC):
         return LoadedModel(module, self.kind, self.spec, self.path, tokenizer=self.tokenizer)
 
     tokenizer: Any = None
-
-
-def build_task(opts: Any, device: torch.device) -> Task:
-    """The task a model spec names, with the data of `opts` (a TaskOptions) encoded."""
-    family, _, arg = opts.model.partition(":")
-    if family == "hf" and arg in ("embedding-classifier", "seq-classification"):
-        from mergekit_sg.tune.text_tasks import TextClassificationTask
-
-        return TextClassificationTask.build(opts, arg, device)
-    if family == "hf" and arg == "causal-lm":
-        from mergekit_sg.tune.text_tasks import CausalLMTask
-
-        return CausalLMTask.build(opts, device)
-    if family == "open_clip":
-        from mergekit_sg.tune.clip_task import ClipTask
-
-        return ClipTask.build(opts, arg, device)
-    raise SgMergeError(
-        f"--model {opts.model!r}: finetune and fisher support hf:embedding-classifier, "
-        "hf:seq-classification, hf:causal-lm and open_clip:ARCH"
-    )

@@ -1,72 +1,17 @@
-"""The options of `finetune` and `fisher`: one pydantic model each drives the CLI flags, the
-Python keyword arguments and future YAML recipes (extra="forbid": a misspelt key is an error)."""
+"""The options of `finetune`: fine-tuning with an optional forgetting mitigation. One pydantic
+model drives the CLI flags, the Python keyword arguments and YAML recipes."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.options import build_options
+from mergekit_sg.tune.finetuning.regularizers import Reduction, RegParams
+from mergekit_sg.tune.tasks.task_options import TaskOptions
 
 Reg = Literal["none", "l1", "l2", "ewc", "kd"]
-RegParams = Literal["all", "no-head", "no-norms-biases"]
-Reduction = Literal["sum", "mean"]
-
-
-class TaskOptions(BaseModel):
-    """What builds the model and its data: shared by `finetune` and `fisher`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(
-        description="hf:embedding-classifier, hf:seq-classification, hf:causal-lm or "
-        "open_clip:ARCH."
-    )
-    pretrained: str = Field(description="Pretrained checkpoint: directory, file or Hub id.")
-    data: str = Field(
-        description="Training data: CSV/TSV/JSONL (text+label, or text / prompt+completion for "
-        "causal LMs), a .txt file (one text per line), an image folder (class per subfolder), "
-        "or a built-in set (rotten-tomatoes, amazon-fine-food-train)."
-    )
-    text_column: str = Field(default="text", description="Column holding the text.")
-    label_column: str = Field(default="label", description="Column holding the label.")
-    prompt_column: str = Field(
-        default="prompt", description="Causal LM: column of the prompt (masked out of the loss)."
-    )
-    completion_column: str = Field(
-        default="completion", description="Causal LM: column of the completion that is learnt."
-    )
-    labels: list[str] = Field(
-        default=[], description="Label names in class-index order (comma list)."
-    )
-    train_size: int | None = Field(
-        default=None, ge=1, description="Use a seeded random subset of this many examples."
-    )
-    zeroshot_head: str | None = Field(
-        default=None,
-        description="Text models: one prompt per label, comma list ('a bad movie,a good movie'). "
-        "open_clip: 'openai' (the 80 ImageNet templates) or templates with {} (comma list).",
-    )
-    head_scale: float = Field(
-        default=20.0, gt=0, description="Logit scale of an embedding-classifier head."
-    )
-    max_length: int = Field(default=128, ge=2, description="Longest token sequence kept.")
-    mask_prompt: bool = Field(
-        default=True, description="Causal LM: leave prompt tokens out of the loss."
-    )
-    device: str = Field(default="auto", description="cpu, cuda[:N] or auto.")
-    seed: int = Field(default=0, description="Seed of data order, subsets, init and dropout.")
-
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _split_labels(cls, v: object) -> object:
-        if isinstance(v, str):
-            v = [v]
-        if isinstance(v, (list, tuple)):
-            return [p.strip() for item in v for p in str(item).split(",") if p.strip()]
-        return v
 
 
 class FinetuneOptions(TaskOptions):
@@ -153,24 +98,3 @@ class FinetuneOptions(TaskOptions):
             raise SgMergeError(
                 f"--reg {self.reg} penalises full weights but LoRA trains adapters; use one of them"
             )
-
-
-class FisherOptions(TaskOptions):
-    """The diagonal Fisher of a model on data, from per-sample gradients."""
-
-    mode: Literal["empirical", "sampled"] = Field(
-        default="empirical",
-        description="Labels: the data's (empirical) or drawn from the model's prediction.",
-    )
-    samples: int | None = Field(
-        default=None, ge=1, description="Examples used (a seeded subset; default all)."
-    )
-    per_sample: Literal["auto", "vmap", "loop"] = Field(
-        default="auto",
-        description="Per-sample gradients with torch.func vmap, a loop, or vmap if it works.",
-    )
-    batch_size: int = Field(default=16, ge=1, description="Examples per vmap batch.")
-    force: bool = Field(default=False, description="Replace an existing output file.")
-
-
-make = build_options  # the shared options builder, under the name tune/ uses

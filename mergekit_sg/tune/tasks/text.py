@@ -13,8 +13,9 @@ from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.text import pad, pad_id
 from mergekit_sg.io.reference import resolve
 from mergekit_sg.models import embedding_classifier as ec
-from mergekit_sg.tune.data import classification_data, lm_data, subset
-from mergekit_sg.tune.tasks import IGNORE, StepOutput, Task
+from mergekit_sg.tune.tasks.base import IGNORE, StepOutput, Task
+from mergekit_sg.tune.tasks.data import classification_data, lm_data, subset
+from mergekit_sg.tune.tasks.task_options import TaskOptions
 
 
 def _quiet_transformers() -> None:
@@ -63,7 +64,26 @@ def _align_labels(examples: list[Any], data_labels: list[str], model_labels: lis
     return [type(e)(e.text, remap[e.label]) for e in examples]
 
 
-class TextClassificationTask(Task):
+class _TokenTask(Task):
+    """Examples are (token ids, labels): batches are padded to their longest example."""
+
+    def length(self, feature: Any) -> int:
+        return len(feature[0])
+
+    def batch_labels(self, features: list[Any]) -> torch.Tensor:
+        """The labels of a batch: one class per example, or one target per token."""
+        raise NotImplementedError
+
+    def collate(self, features: list[Any], device: torch.device) -> dict[str, torch.Tensor]:
+        ids, mask = pad([f[0] for f in features], pad_id(self.tokenizer))
+        return {
+            "input_ids": ids.to(device),
+            "attention_mask": mask.to(device),
+            "labels": self.batch_labels(features).to(device),
+        }
+
+
+class TextClassificationTask(_TokenTask):
     """Texts -> class logits; the loss is cross-entropy and distillation is on the logits."""
 
     def __init__(self, spec: str, path: Path, module: Any, tokenizer: Any, labels: list[str]):
@@ -74,7 +94,7 @@ class TextClassificationTask(Task):
         self.features: list[Any] = []
 
     @classmethod
-    def build(cls, opts: Any, arg: str, device: torch.device) -> TextClassificationTask:
+    def build(cls, opts: TaskOptions, arg: str, device: torch.device) -> TextClassificationTask:
         _quiet_transformers()
         path = resolve(opts.pretrained).path
         data = classification_data(opts.data, opts.text_column, opts.label_column, opts.labels)
@@ -111,17 +131,8 @@ class TextClassificationTask(Task):
             raise SgMergeError(f"--data {opts.data}: no examples")
         return task
 
-    def length(self, feature: Any) -> int:
-        return len(feature[0])
-
-    def collate(self, features: list[Any], device: torch.device) -> dict[str, torch.Tensor]:
-        ids, mask = pad([f[0] for f in features], pad_id(self.tokenizer))
-        labels = torch.tensor([f[1] for f in features], dtype=torch.long)
-        return {
-            "input_ids": ids.to(device),
-            "attention_mask": mask.to(device),
-            "labels": labels.to(device),
-        }
+    def batch_labels(self, features: list[Any]) -> torch.Tensor:
+        return torch.tensor([f[1] for f in features], dtype=torch.long)
 
     def forward(self, module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         out = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -196,7 +207,7 @@ def _head_children(module: torch.nn.Module) -> list[str]:
     ]
 
 
-class CausalLMTask(Task):
+class CausalLMTask(_TokenTask):
     """Next-token cross-entropy over the scored tokens; distillation on the token logits."""
 
     kind = "hf:causal-lm"
@@ -207,7 +218,7 @@ class CausalLMTask(Task):
         self.features: list[Any] = []
 
     @classmethod
-    def build(cls, opts: Any, device: torch.device) -> CausalLMTask:
+    def build(cls, opts: TaskOptions, device: torch.device) -> CausalLMTask:
         from transformers import AutoModelForCausalLM
 
         _quiet_transformers()
@@ -229,17 +240,8 @@ class CausalLMTask(Task):
             raise SgMergeError(f"--data {opts.data}: no example has a token to learn")
         return task
 
-    def length(self, feature: Any) -> int:
-        return len(feature[0])
-
-    def collate(self, features: list[Any], device: torch.device) -> dict[str, torch.Tensor]:
-        ids, mask = pad([f[0] for f in features], pad_id(self.tokenizer))
-        labels, _ = pad([f[1] for f in features], IGNORE)
-        return {
-            "input_ids": ids.to(device),
-            "attention_mask": mask.to(device),
-            "labels": labels.to(device),
-        }
+    def batch_labels(self, features: list[Any]) -> torch.Tensor:
+        return pad([f[1] for f in features], IGNORE)[0]
 
     def forward(self, module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         logits = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -11,12 +11,13 @@ shapes, it is what EWC, MERGETUNE's surrogate and Fisher-weighted interpolation 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.tune.tasks import IGNORE
+from mergekit_sg.tune.tasks.base import IGNORE
 
 Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 Collate = Callable[[list[Any]], dict[str, torch.Tensor]]
@@ -53,46 +54,43 @@ class _Apply(torch.nn.Module):
         return self.fn(self.module, batch)
 
 
-def _loop(
-    module: torch.nn.Module,
-    params: dict[str, torch.nn.Parameter],
-    forward: Forward,
-    examples: list[Any],
-    collate: Collate,
-    mode: Mode,
-    gen: torch.Generator,
-    acc: dict[str, torch.Tensor],
-    advance: Callable[[int], None],
-) -> None:
-    names, tensors = list(params), list(params.values())
+@dataclass
+class _Accumulator:
+    """One estimate in progress: the model and its trainable tensors, how to run and batch it,
+    the label mode and its generator, and the running sums of squared gradients."""
+
+    module: torch.nn.Module
+    params: dict[str, torch.nn.Parameter]
+    forward: Forward
+    collate: Collate
+    mode: Mode
+    gen: torch.Generator
+    acc: dict[str, torch.Tensor]
+    advance: Callable[[int], None]
+
+
+def _loop(run: _Accumulator, examples: list[Any]) -> None:
+    """One backward pass per example."""
+    names, tensors = list(run.params), list(run.params.values())
     for ex in examples:
-        logits, targets = forward(module, collate([ex]))
-        if mode == "sampled":
-            targets = draw_targets(logits, targets, gen)
+        logits, targets = run.forward(run.module, run.collate([ex]))
+        if run.mode == "sampled":
+            targets = draw_targets(logits, targets, run.gen)
         ll = log_likelihood(logits, targets).sum()
         grads = torch.autograd.grad(ll, tensors, allow_unused=True)
         for n, g in zip(names, grads, strict=True):
             if g is not None:
-                acc[n].add_(g.float().square())
-        advance(1)
+                run.acc[n].add_(g.float().square())
+        run.advance(1)
 
 
-def _vmap(
-    module: torch.nn.Module,
-    params: dict[str, torch.nn.Parameter],
-    forward: Forward,
-    examples: list[Any],
-    collate: Collate,
-    mode: Mode,
-    gen: torch.Generator,
-    acc: dict[str, torch.Tensor],
-    advance: Callable[[int], None],
-    batch_size: int,
-) -> None:
+def _vmap(run: _Accumulator, examples: list[Any], batch_size: int) -> None:
+    """Per-sample gradients of a batch at once: torch.func vmap of grad."""
     from torch.func import functional_call, grad, vmap
 
-    wrapper = _Apply(module, forward)
-    detached = {f"module.{n}": p.detach() for n, p in params.items()}
+    wrapper = _Apply(run.module, run.forward)
+    detached = {f"module.{n}": p.detach() for n, p in run.params.items()}
+    mode = run.mode
 
     def ll_one(p: dict[str, torch.Tensor], sample: dict[str, torch.Tensor], drawn: torch.Tensor):
         one = {k: v.unsqueeze(0) for k, v in sample.items()}
@@ -103,14 +101,14 @@ def _vmap(
     per_sample = vmap(grad(ll_one), in_dims=(None, 0, 0))
     for s in range(0, len(examples), batch_size):
         chunk = examples[s : s + batch_size]
-        batch = collate(chunk)
+        batch = run.collate(chunk)
         with torch.no_grad():
-            logits, targets = forward(module, batch)
-        drawn = draw_targets(logits, targets, gen) if mode == "sampled" else targets
+            logits, targets = run.forward(run.module, batch)
+        drawn = draw_targets(logits, targets, run.gen) if mode == "sampled" else targets
         grads = per_sample(detached, batch, drawn)
-        for n in params:
-            acc[n].add_(grads[f"module.{n}"].float().square().sum(0))
-        advance(len(chunk))
+        for n in run.params:
+            run.acc[n].add_(grads[f"module.{n}"].float().square().sum(0))
+        run.advance(len(chunk))
 
 
 def diagonal_fisher(
@@ -138,10 +136,13 @@ def diagonal_fisher(
             n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()
         }
 
-    acc, used = fresh(), per_sample
+    def start(gen: torch.Generator) -> _Accumulator:
+        return _Accumulator(module, params, forward, collate, mode, gen, fresh(), advance)
+
+    run, used = start(gen), per_sample
     if per_sample in ("auto", "vmap"):
         try:
-            _vmap(module, params, forward, examples, collate, mode, gen, acc, advance, batch_size)
+            _vmap(run, examples, batch_size)
             used = "vmap"
         except RuntimeError as e:
             if per_sample == "vmap":
@@ -149,7 +150,7 @@ def diagonal_fisher(
                     f"--per-sample vmap: this model cannot be vmapped ({str(e).splitlines()[0]}); "
                     "use --per-sample loop"
                 ) from None
-            acc, used, gen = fresh(), "loop", torch.Generator().manual_seed(seed)
+            run, used = start(torch.Generator().manual_seed(seed)), "loop"
     if used == "loop":
-        _loop(module, params, forward, examples, collate, mode, gen, acc, advance)
-    return {n: (a / len(examples)).cpu() for n, a in acc.items()}, used
+        _loop(run, examples)
+    return {n: (a / len(examples)).cpu() for n, a in run.acc.items()}, used

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 RegParams = Literal["all", "no-head", "no-norms-biases"]
 Reduction = Literal["sum", "mean"]
+Named = Mapping[str, torch.Tensor]
 
 
 def is_norm_or_bias(name: str, tensor: torch.Tensor) -> bool:
@@ -49,44 +50,36 @@ def _zero(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.zeros((), device=first.device if first is not None else None)
 
 
-def l1_penalty(
+def distance_penalty(
     params: Mapping[str, torch.Tensor],
     ref: Mapping[str, torch.Tensor],
+    elementwise: Callable[[str, torch.Tensor], torch.Tensor],
     reduction: Reduction = "sum",
 ) -> torch.Tensor:
+    """sum over the named tensors of elementwise(name, theta - theta0) (float32), or that sum
+    divided by the number of parameters covered: the one loop L1, L2 and EWC share."""
+    total, count = _zero(params), 0
+    for n, p in params.items():
+        total = total + elementwise(n, p.float() - ref[n].float()).sum()
+        count += p.numel()
+    return _reduce(total, count, reduction)
+
+
+def l1_penalty(params: Named, ref: Named, reduction: Reduction = "sum") -> torch.Tensor:
     """sum over the named tensors of |theta - theta0| (float32), or its mean per parameter."""
-    total, count = _zero(params), 0
-    for n, p in params.items():
-        total = total + (p.float() - ref[n].float()).abs().sum()
-        count += p.numel()
-    return _reduce(total, count, reduction)
+    return distance_penalty(params, ref, lambda n, d: d.abs(), reduction)
 
 
-def l2_penalty(
-    params: Mapping[str, torch.Tensor],
-    ref: Mapping[str, torch.Tensor],
-    reduction: Reduction = "sum",
-) -> torch.Tensor:
+def l2_penalty(params: Named, ref: Named, reduction: Reduction = "sum") -> torch.Tensor:
     """sum over the named tensors of (theta - theta0)^2 (float32), or its mean per parameter."""
-    total, count = _zero(params), 0
-    for n, p in params.items():
-        total = total + (p.float() - ref[n].float()).square().sum()
-        count += p.numel()
-    return _reduce(total, count, reduction)
+    return distance_penalty(params, ref, lambda n, d: d.square(), reduction)
 
 
 def ewc_penalty(
-    params: Mapping[str, torch.Tensor],
-    ref: Mapping[str, torch.Tensor],
-    fisher: Mapping[str, torch.Tensor],
-    reduction: Reduction = "sum",
+    params: Named, ref: Named, fisher: Named, reduction: Reduction = "sum"
 ) -> torch.Tensor:
     """sum over the named tensors of F * (theta - theta0)^2 (float32), or its mean."""
-    total, count = _zero(params), 0
-    for n, p in params.items():
-        total = total + (fisher[n].float() * (p.float() - ref[n].float()).square()).sum()
-        count += p.numel()
-    return _reduce(total, count, reduction)
+    return distance_penalty(params, ref, lambda n, d: fisher[n].float() * d.square(), reduction)
 
 
 def kd_loss(

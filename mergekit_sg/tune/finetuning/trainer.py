@@ -7,12 +7,9 @@ own state (kept beside OUT until the run completes); the output written atomical
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -26,15 +23,36 @@ from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import Evaluator
 from mergekit_sg.io.atomic import atomic_directory, check_destination
 from mergekit_sg.io.card import RECIPE_FILE
-from mergekit_sg.tune.fisher_file import resolve_device
-from mergekit_sg.tune.options import FinetuneOptions, make
-from mergekit_sg.tune.penalty import Penalty
-from mergekit_sg.tune.progress import TrainBar
-from mergekit_sg.tune.steps import amp
-from mergekit_sg.tune.tasks import Task, build_task
+from mergekit_sg.tune.core import (
+    LOG_FILE,
+    BestEpoch,
+    GradientStep,
+    SelectKey,
+    StepLog,
+    TrainBar,
+    adamw,
+    add_terms,
+    amp,
+    as_floats,
+    autocast,
+    cpu_state,
+    epoch_batches,
+    evaluate_epoch,
+    load_state,
+    lr_factor,
+    metric_value,
+    resolve_device,
+    save_state,
+    seed_all,
+    select_key,
+    write_run,
+)
+from mergekit_sg.tune.finetuning.finetune_options import FinetuneOptions
+from mergekit_sg.tune.finetuning.penalty import Penalty
+from mergekit_sg.tune.tasks import Task, build_task, make
 from mergekit_sg.version import TOOLKIT
 
-LOG_FILE = "train_log.jsonl"
+__all__ = ["LOG_FILE", "FinetuneResult", "finetune", "state_dir"]
 SUMMARY_FILE = "finetune.json"
 STATE_FILE = "state.pt"
 # Options that do not change the trajectory: a resumed run may differ in these.
@@ -80,64 +98,9 @@ def state_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.sgmerge-train"
 
 
-def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
-    """Linear warm-up over `warmup` steps, then cosine or linear decay to 0, or constant."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    if schedule == "linear":
-        return max(0.0, 1.0 - progress)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def epoch_batches(
-    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool = False
-) -> list[list[int]]:
-    """The batches of one epoch, a function of the seed and the epoch only: a random
-    permutation cut into batches; with `group_by_length`, each run of 50 batches' worth of
-    examples is sorted by length before cutting (less padding), and the batches shuffled."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(len(lengths), generator=g).tolist()
-    if not group_by_length:
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    mega = 50 * batch_size
-    batches = []
-    for s in range(0, len(order), mega):
-        chunk = sorted(order[s : s + mega], key=lambda i: -lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-
-
 def _fingerprint(opts: FinetuneOptions) -> str:
     d = opts.model_dump(exclude=set(NOT_IN_FINGERPRINT))
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    with contextlib.suppress(ImportError):
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-
-
-def _select_key(opts: FinetuneOptions, evs: list[Evaluator]) -> tuple[str, str, bool] | None:
-    """(evaluator, metric, higher is better) that --save best maximises."""
-    if not evs:
-        return None
-    if opts.select:
-        name, _, metric = opts.select.partition(".")
-        ev = next((e for e in evs if e.name == name), None)
-        if ev is None:
-            raise SgMergeError(f"--select {opts.select}: no --eval named {name!r}")
-    else:
-        ev = next((e for e in evs if e.role == "speciality"), evs[0])
-        metric = ""
-    metric = metric or ev.primary
-    return ev.name, metric, metric not in ev.lower_is_better
 
 
 def _param_groups(params: list[tuple[str, torch.nn.Parameter]], wd: float) -> list[dict]:
@@ -145,23 +108,6 @@ def _param_groups(params: list[tuple[str, torch.nn.Parameter]], wd: float) -> li
     decay = [p for _, p in params if p.dim() >= 2]
     no_decay = [p for _, p in params if p.dim() < 2]
     return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _evaluate(task: Task, module: torch.nn.Module, evs: list[Evaluator]) -> dict[str, Any]:
-    was = module.training
-    module.eval()
-    try:
-        return {ev.name: ev(task.loaded(module)) for ev in evs}
-    finally:
-        module.train(was)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def _cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
 class _Trainer:
@@ -178,7 +124,7 @@ class _Trainer:
         self.penalty = Penalty(opts, task, module) if opts.reg != "none" else None
         self.peft_model: torch.nn.Module | None = None
         if opts.lora_rank:
-            from mergekit_sg.tune.lora import add_lora
+            from mergekit_sg.tune.finetuning.lora import add_lora
 
             torch.manual_seed(opts.seed)
             targets = (opts.lora_targets or ",".join(task.default_lora_targets)).split(",")
@@ -198,7 +144,7 @@ class _Trainer:
             raise SgMergeError("nothing to train: every parameter is frozen")
         self.lr = opts.lr or task.default_lr
         self.wd = opts.weight_decay if opts.weight_decay is not None else task.default_weight_decay
-        self.optimizer = torch.optim.AdamW(_param_groups(self.params, self.wd), lr=self.lr)
+        self.optimizer = adamw(_param_groups(self.params, self.wd), self.lr)
         self.lengths = [task.length(f) for f in task.features]
         n_batches = math.ceil(len(self.lengths) / opts.batch_size)
         self.total = math.ceil(n_batches / opts.grad_accum) * opts.epochs
@@ -207,8 +153,18 @@ class _Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.warmup, self.total, opts.schedule)
         )
+        self.stepper = GradientStep(
+            self.optimizer,
+            [p for _, p in self.params],
+            self.scaler,
+            opts.grad_accum,
+            opts.grad_clip,
+            self.scheduler,
+        )
+        self.autocast = autocast(device, self.amp_dtype)
         self.st = _State()
-        self.best: dict[str, torch.Tensor] | None = None
+        self.steplog = StepLog(self.st.log, opts.log_every, self.total)
+        self.best: BestEpoch[dict[str, torch.Tensor]] = BestEpoch()
         self.fingerprint = _fingerprint(opts)
 
     # ---- state -------------------------------------------------------------------------
@@ -220,31 +176,31 @@ class _Trainer:
     def plain_state(self) -> dict[str, torch.Tensor]:
         """The weights as they will be saved (LoRA merged in), on the CPU."""
         if self.peft_model is None:
-            return _cpu_state(self.module.state_dict())
-        from mergekit_sg.tune.lora import merged_state_dict
+            return cpu_state(self.module.state_dict())
+        from mergekit_sg.tune.finetuning.lora import merged_state_dict
 
-        return _cpu_state(merged_state_dict(self.peft_model))
+        return cpu_state(merged_state_dict(self.peft_model))
 
     def save_state(self, sdir: Path) -> None:
-        sdir.mkdir(exist_ok=True)
         cuda = self.device.type == "cuda"
+        st = self.st
+        st.sums, st.count = as_floats(self.steplog.sums), self.steplog.count
+        st.best_value, st.best_epoch = self.best.value, self.best.epoch
         blob = {
             "fingerprint": self.fingerprint,
-            "model": _cpu_state(self.trained.state_dict()),
+            "model": cpu_state(self.trained.state_dict()),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "state": self.st.__dict__,
-            "best": self.best,
+            "state": st.__dict__,
+            "best": self.best.kept,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
         }
-        tmp = sdir / f"{STATE_FILE}.tmp"
-        torch.save(blob, tmp)
-        os.replace(tmp, sdir / STATE_FILE)
+        save_state(sdir / STATE_FILE, blob)
 
     def restore(self, sdir: Path) -> None:
-        saved = torch.load(sdir / STATE_FILE, map_location="cpu", weights_only=True)
+        saved = load_state(sdir / STATE_FILE)
         if saved["fingerprint"] != self.fingerprint:
             raise SgMergeError(
                 f"{sdir}: the saved training state is from different options; "
@@ -255,8 +211,9 @@ class _Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         if self.scaler is not None and saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
-        self.st = _State(**saved["state"])
-        self.best = saved.get("best")
+        self.st = st = _State(**saved["state"])
+        self.steplog.log, self.steplog.sums, self.steplog.count = st.log, dict(st.sums), st.count
+        self.best = BestEpoch(True, st.best_value, st.best_epoch, saved.get("best"))
         torch.set_rng_state(saved["rng"])
         if self.device.type == "cuda" and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
@@ -283,65 +240,32 @@ class _Trainer:
         }
 
     # ---- training ----------------------------------------------------------------------
-    def micro_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Forward, loss terms, backward (scaled for accumulation); returns the terms."""
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
+    def micro_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Forward, loss terms, backward (scaled for accumulation); returns the terms
+        (detached tensors: read only when a record is written)."""
+        with self.autocast():
             output = self.task.forward(self.module, batch)
             task_loss = self.task.loss(output)
             reg = self.penalty(output, batch) if self.penalty is not None else None
         loss = task_loss if reg is None else task_loss + self.penalty.weight * reg
-        scaled = loss / self.opts.grad_accum
-        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-        terms = {"loss": loss.item(), "task_loss": task_loss.item()}
+        self.stepper.backward(loss)
+        terms = {"loss": loss.detach(), "task_loss": task_loss.detach()}
         if reg is not None:
-            terms["reg_value"] = reg.item()
-            terms["reg_term"] = self.penalty.weight * terms["reg_value"]
+            terms["reg_value"] = reg.detach()
+            terms["reg_term"] = self.penalty.weight * terms["reg_value"].double()
         return terms
-
-    def optimizer_step(self) -> float | None:
-        """Clip, step, schedule; returns the gradient norm before clipping (if clipping)."""
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        norm = None
-        if self.opts.grad_clip is not None:
-            grads = [p for _, p in self.params]
-            norm = float(torch.nn.utils.clip_grad_norm_(grads, self.opts.grad_clip))
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return norm
-
-    def add_terms(self, terms: dict[str, float]) -> None:
-        st = self.st
-        for k, v in terms.items():
-            st.sums[k] = st.sums.get(k, 0.0) + v
-        st.count += 1
 
     def log_step(self, epoch: int) -> None:
         """One record: the mean of each loss term over the micro-batches since the last."""
-        st = self.st
-        if not st.count:
-            return
-        rec: dict[str, Any] = {"type": "step", "step": st.step, "epoch": epoch}
-        rec["lr"] = self.scheduler.get_last_lr()[0]
-        rec.update({k: v / st.count for k, v in st.sums.items()})
-        rec["micro_batches"] = st.count
+        head: dict[str, Any] = {"type": "step", "step": self.st.step, "epoch": epoch}
+        head["lr"] = self.scheduler.get_last_lr()[0]
+        tail: dict[str, Any] = {"micro_batches": self.steplog.count}
         if self.penalty is not None:
-            rec["reg"] = self.penalty.kind
-            rec["reg_weight"] = self.penalty.weight
+            tail["reg"] = self.penalty.kind
+            tail["reg_weight"] = self.penalty.weight
             if self.penalty.kind != "kd":
-                rec["reduction"] = self.penalty.reduction
-        st.log.append(rec)
-        st.sums, st.count = {}, 0
+                tail["reduction"] = self.penalty.reduction
+        self.steplog.flush(head, tail)
 
     def run_epoch(
         self, epoch: int, bar: TrainBar, sdir: Path, on_step: Callable[[int], None] | None
@@ -355,14 +279,14 @@ class _Trainer:
             terms = self.micro_step(
                 task.collate([task.features[i] for i in batches[bi]], self.device)
             )
-            self.add_terms(terms)
+            self.steplog.add(terms)
             micro += 1
             last = bi == len(batches) - 1
             if micro < opts.grad_accum and not last:
                 continue
-            norm = self.optimizer_step()
+            norm = self.stepper.step()
             if norm is not None:  # counted once per micro-batch, like the loss terms
-                st.sums["grad_norm"] = st.sums.get("grad_norm", 0.0) + norm * micro
+                add_terms(self.steplog.sums, {"grad_norm": norm * micro})
             micro = 0
             st.step += 1
             st.batch = bi + 1
@@ -375,33 +299,26 @@ class _Trainer:
                 on_step(st.step)
         st.epoch, st.batch = epoch + 1, 0
 
-    def evaluate(
-        self, epoch: int, evs: list[Evaluator], select_key: tuple[str, str, bool] | None
-    ) -> None:
+    def evaluate(self, epoch: int, evs: list[Evaluator], key: SelectKey | None) -> None:
         """Run the evaluators, log them, and keep the best weights when asked."""
         st = self.st
-        metrics = _evaluate(self.task, self.module, evs)
+        metrics = evaluate_epoch(self.module, self.task.loaded, evs)
         st.log.append({"type": "eval", "epoch": epoch, "step": st.step, "metrics": metrics})
-        if select_key is None:
+        if key is None:
             return
-        name, metric, higher = select_key
-        if metric not in metrics[name]:
-            raise SgMergeError(f"--select: {name} has no metric {metric!r}")
-        v = metrics[name][metric]
-        if st.best_value is None or (v > st.best_value if higher else v < st.best_value):
-            st.best_value, st.best_epoch = v, epoch
-            if self.opts.save == "best":
-                self.best = self.plain_state()
+        self.best.higher = key[2]
+        keep = self.plain_state if self.opts.save == "best" else None
+        self.best.offer(metric_value(metrics, key), epoch, keep)
 
     def final_module(self) -> torch.nn.Module:
         """The plain model to save: adapters merged back, the best weights when asked."""
         plain = self.task.module
         if self.peft_model is not None:
-            from mergekit_sg.tune.lora import merge_back
+            from mergekit_sg.tune.finetuning.lora import merge_back
 
             plain = merge_back(self.peft_model)
-        if self.opts.save == "best" and self.best is not None:
-            plain.load_state_dict(self.best)
+        if self.opts.save == "best" and self.best.kept is not None:
+            plain.load_state_dict(self.best.kept)
         return plain.eval()
 
 
@@ -434,13 +351,13 @@ def finetune(
     evs = list(evaluators or []) + [build_evaluator(s) for s in opts.eval]
     if opts.save == "best" and not evs:
         raise SgMergeError("--save best needs at least one --eval")
-    select_key = _select_key(opts, evs)
+    key = select_key(evs, opts.select)
     device = resolve_device(opts.device)
 
-    _seed_all(opts.seed)
+    seed_all(opts.seed)
     task = build_task(opts, device)
     # The initial model is rebuilt identically on resume; it is written at the end.
-    init_state = _cpu_state(task.module.state_dict()) if write_init else None
+    init_state = cpu_state(task.module.state_dict()) if write_init else None
     tr = _Trainer(opts, task, device)
     resumed_at = None
     if resuming:
@@ -457,7 +374,7 @@ def finetune(
             tr.run_epoch(epoch, bar, sdir, on_step)
             if evs:
                 bar.pause()
-                tr.evaluate(epoch + 1, evs, select_key)
+                tr.evaluate(epoch + 1, evs, key)
                 bar.resume()
             if epoch + 1 < opts.epochs:
                 tr.save_state(sdir)
@@ -471,31 +388,32 @@ def finetune(
         "type": "done",
         "steps": st.step,
         "saved": opts.save,
-        "best_epoch": st.best_epoch,
-        "select": ".".join(select_key[:2]) if select_key else None,
+        "best_epoch": tr.best.epoch,
+        "select": ".".join(key[:2]) if key else None,
         "seconds": round(seconds, 2),
         "resumed_at_step": resumed_at,
     }
     st.log.append(done)
     evals = [r for r in st.log if r["type"] == "eval"]
-    with atomic_directory(out, opts.force) as tmp:
-        task.save(plain, tmp)
-        with (tmp / LOG_FILE).open("w") as f:
-            for rec in st.log:
-                f.write(json.dumps(rec, default=str) + "\n")
-        summary = {
-            "toolkit": TOOLKIT,
-            "options": opts.model_dump(),
-            "pretrained": str(task.path),
-            "examples": len(task.features),
-            "labels": task.labels,
-            "init": str(init_dir) if init_dir else None,
-            "evals": evals,
-            **{k: v for k, v in done.items() if k != "type"},
-        }
-        _write_json(tmp / SUMMARY_FILE, summary)
-        if recipe_yaml:
-            (tmp / RECIPE_FILE).write_text(recipe_yaml)
+    summary = {
+        "toolkit": TOOLKIT,
+        "options": opts.model_dump(),
+        "pretrained": str(task.path),
+        "examples": len(task.features),
+        "labels": task.labels,
+        "init": str(init_dir) if init_dir else None,
+        "evals": evals,
+        **{k: v for k, v in done.items() if k != "type"},
+    }
+    write_run(
+        out,
+        lambda tmp: task.save(plain, tmp),
+        st.log,
+        SUMMARY_FILE,
+        summary,
+        opts.force,
+        recipe_yaml,
+    )
     if init_state is not None and init_dir is not None:
         plain.load_state_dict(init_state)  # same keys: the plain model before training
         with atomic_directory(init_dir, opts.force) as tmp:
@@ -504,5 +422,5 @@ def finetune(
                 (tmp / RECIPE_FILE).write_text(recipe_yaml)
     shutil.rmtree(sdir, ignore_errors=True)
     return FinetuneResult(
-        out, init_dir, st.step, evals, st.best_epoch, seconds, resumed_at, log=st.log
+        out, init_dir, st.step, evals, tr.best.epoch, seconds, resumed_at, log=st.log
     )

@@ -4,7 +4,9 @@ the normalised image features of student and frozen teacher through the fixed ze
 (both projected on the same class text embeddings), so it constrains the features, not the
 head. Saved in open_clip's layout (`open_clip_model.safetensors` + `open_clip_config.json`,
 loadable by `open_clip:ARCH` and interpolated like any open_clip checkpoint), with the trained
-head beside it in `classifier_head.safetensors`."""
+head beside it in `classifier_head.safetensors`. The head starts from zero-shot text embeddings:
+each class's prompt templates encoded, normalised, averaged, normalised again, times the logit
+scale."""
 
 from __future__ import annotations
 
@@ -14,21 +16,51 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.models.adapters import LoadedModel, load_model
-from mergekit_sg.tune.data import image_folder, subset
-from mergekit_sg.tune.heads import (
-    HEAD_META,
-    HEAD_WEIGHTS,
-    ClipClassifier,
-    parse_templates,
-    zeroshot_weights,
-)
-from mergekit_sg.tune.tasks import StepOutput, Task
+from mergekit_sg.models.clip_classifier import HEAD_META, HEAD_WEIGHTS, ClipClassifier
+from mergekit_sg.tune.tasks.base import StepOutput, Task
+from mergekit_sg.tune.tasks.data import image_folder, subset
+from mergekit_sg.tune.tasks.task_options import TaskOptions
 
 PREFIX = "clip."
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+def openai_templates() -> list[str]:
+    """The 80 OpenAI ImageNet prompt templates the clip-zeroshot evaluator uses."""
+    from mergekit_sg.evals import clip_zeroshot
+
+    return list(clip_zeroshot.OPENAI_IMAGENET_TEMPLATES)
+
+
+def parse_templates(text: str | None) -> list[str]:
+    """'openai', or a comma list of templates with {} where the class name goes."""
+    if not text:
+        return list(DEFAULT_TEMPLATES)
+    if text.strip() == "openai":
+        return openai_templates()
+    out = [t.strip() for t in text.split(",") if t.strip()]
+    return [t if "{}" in t else t + " {}" for t in out]
+
+
+@torch.no_grad()
+def zeroshot_weights(
+    clip: Any, tokenizer: Any, classnames: list[str], templates: list[str]
+) -> torch.Tensor:
+    """[C, D]: per class, the normalised mean of the normalised template embeddings, times
+    the model's logit scale (exp of its log-scale parameter)."""
+    device = next(clip.parameters()).device
+    rows = []
+    for name in classnames:
+        tokens = tokenizer([t.format(name) for t in templates]).to(device)
+        emb = F.normalize(clip.encode_text(tokens).float(), dim=-1).mean(0)
+        rows.append(F.normalize(emb, dim=-1))
+    scale = clip.logit_scale.exp().float() if hasattr(clip, "logit_scale") else 100.0
+    return torch.stack(rows) * scale
 
 
 class ClipTask(Task):
@@ -46,7 +78,7 @@ class ClipTask(Task):
         self.zeroshot = module.head.weight.detach().clone()  # fixed: distillation's projection
 
     @classmethod
-    def build(cls, opts: Any, arch: str, device: torch.device) -> ClipTask:
+    def build(cls, opts: TaskOptions, arch: str, device: torch.device) -> ClipTask:
         data = image_folder(opts.data, opts.labels or None)
         lm = load_model(opts.model, opts.pretrained, str(device), head=False)
         if not arch and not _config_of(lm.path):

@@ -1,0 +1,52 @@
+"""Writing a run: the trained model, its JSONL log, its summary (and the recipe that ran it) into
+one directory, atomically (built in a temporary directory beside OUT, renamed when complete);
+and the resumable training state, replaced atomically at each save."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mergekit_sg.io.atomic import atomic_directory
+from mergekit_sg.io.card import RECIPE_FILE
+from mergekit_sg.tune.core.log import LOG_FILE, Record, write_json, write_jsonl
+
+
+def write_run(
+    out: Path,
+    save: Callable[[Path], object],
+    log: list[Record],
+    summary_file: str,
+    summary: dict[str, Any],
+    force: bool = False,
+    recipe_yaml: str | None = None,
+) -> None:
+    """`save(dir)` writes the model; then LOG_FILE, `summary_file` and the recipe."""
+    with atomic_directory(out, force) as tmp:
+        save(tmp)
+        write_jsonl(tmp / LOG_FILE, log)
+        write_json(tmp / summary_file, summary)
+        if recipe_yaml:
+            (tmp / RECIPE_FILE).write_text(recipe_yaml)
+
+
+def cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached copy of a state dict on the CPU."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def save_state(path: Path, blob: dict[str, Any]) -> None:
+    """torch.save to a temporary file beside `path`, then rename over it."""
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """What `save_state` wrote (tensors only: weights_only=True)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
