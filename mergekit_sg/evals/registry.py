@@ -65,6 +65,7 @@ def build_evaluator(text: str | EvalSpec) -> Evaluator:
 
 def _load_builtins() -> None:
     """Import the modules whose import registers the built-in evaluators."""
+    _register_lm_eval()
     for mod in ("classification", "language", "similarity", "clip_zeroshot"):
         try:
             importlib.import_module(f"mergekit_sg.evals.{mod}")
@@ -102,3 +103,17 @@ class PythonEvaluator(BaseEvaluator):
         if not isinstance(out, dict):
             raise SgMergeError(f"--eval {self.name}: the function must return a float or a dict")
         return {str(k): float(v) for k, v in out.items()}
+
+
+def _register_lm_eval() -> None:
+    """`lm-eval:TASK` (evals/lm_eval_bridge.py): registered here, imported only when used, so
+    lm-evaluation-harness stays an optional extra."""
+    if "lm-eval" in _FACTORIES:
+        return
+
+    def factory(spec: EvalSpec) -> Evaluator:
+        from mergekit_sg.evals.lm_eval_bridge import build
+
+        return build(spec)
+
+    _FACTORIES["lm-eval"] = factory
