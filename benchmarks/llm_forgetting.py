@@ -226,6 +226,13 @@ def train(work: Path, name: str, pre: Path, data: Path, s: Settings, **extra: An
     return out, res.seconds
 
 
+def plot_title(n_train: int, s: Settings) -> str:
+    return (
+        f"SmolLM2-135M-Instruct fine-tuned on convention speeches ({n_train} chunks, "
+        f"{s.epochs} epoch, lr {s.lr:g}):\nmitigations vs WiSE-FT"
+    )
+
+
 def plot(path: Path, curves: dict[str, list[dict[str, Any]]], title: str) -> None:
     import matplotlib
 
@@ -285,7 +292,7 @@ def plot(path: Path, curves: dict[str, list[dict[str, Any]]], title: str) -> Non
     )
     ax.set_xlabel("speciality: held-out speech token probability exp(-NLL)")
     ax.set_ylabel("generality: mean accuracy (RT sentiment, word analogies)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9, wrap=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -298,6 +305,9 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="tiny settings, to check the script")
+    ap.add_argument(
+        "--replot", action="store_true", help="redraw the plot from WORKDIR/results.json only"
+    )
     args = ap.parse_args()
     s = Settings()
     if args.quick:
@@ -315,6 +325,20 @@ def main() -> None:
     work = args.workdir or Path("benchmarks/work") / tag
     plot_path = args.plot or (work / "pareto.png" if args.quick else Path(f"benchmarks/{tag}.png"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        done = json.loads((work / "results.json").read_text())
+        curves = {"wise-ft": done["wise"]}
+        wise = done["wise"]
+        for method in GRID:
+            pts = sorted(
+                (r for r in done["mitigations"] if r["method"] == method),
+                key=lambda r: r["speciality"],
+            )
+            if pts:
+                curves[method] = [wise[0], *pts, wise[-1]]
+        n_train = len((work / "train.jsonl").read_text().splitlines())
+        plot(plot_path, curves, plot_title(n_train, s))
+        return
     t0, c0 = time.perf_counter(), time.process_time()
 
     print(f"== pretrained: {GGUF} -> {resolve(GGUF).path}", flush=True)
@@ -426,12 +450,7 @@ def report(
         "0.005 generality at equal or higher speciality"
         + (": " + ", ".join(f"{r['method']}-{r['strength']:g}" for r in above) if above else "")
     )
-    n_train = len(train_path.read_text().splitlines())
-    title = (
-        f"SmolLM2-135M-Instruct on convention speeches ({n_train} chunks, {s.epochs} epoch, "
-        f"lr {s.lr:g}): mitigations vs WiSE-FT"
-    )
-    plot(plot_path, curves, title)
+    plot(plot_path, curves, plot_title(len(train_path.read_text().splitlines()), s))
     settings = (
         f"{about}; {s.epochs} epoch(s), batch {s.batch_size}, AdamW lr {s.lr:g} (LoRA "
         f"{LORA_LR:g}, q/v adapters), wd 0.01, cosine, 5% warm-up, clip 1.0, max length "
