@@ -300,6 +300,41 @@ def plot(path: Path, curves: dict[str, list[dict[str, Any]]], title: str) -> Non
     plt.close(fig)
 
 
+def replot(work: Path, plot_path: Path, s: Settings) -> None:
+    """Table and plot from what is recorded: the scan's results.jsonl and each finished
+    run's scores.json (for a run stopped before it finished)."""
+    from transformers import AutoTokenizer
+
+    _, held, about = domain_data(work, s)  # the same seeded split, rewritten identically
+    specs = evaluators(work, held, AutoTokenizer.from_pretrained(work / "pretrained"), s)
+    info = [EvalInfo.of(build_evaluator(x)) for x in specs]
+    per_alpha: dict[float, dict[str, dict[str, float]]] = {}
+    for line in (work / "scan" / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        per_alpha.setdefault(r["alpha"], {}).setdefault(r["evaluator"], {})[r["metric"]] = r[
+            "value"
+        ]
+    names = {e.name for e in info}
+    wise_rows = [
+        {"method": "wise-ft", "strength": a, "seconds": None, **score(info, m)}
+        for a, m in sorted(per_alpha.items())
+        if set(m) >= names
+    ]
+    rows = []
+    for method, strengths in s.grid.items():
+        for w in strengths:
+            f = work / f"{method}-{w:g}" / "scores.json"
+            if f.exists():
+                secs = json.loads((f.parent / "finetune.json").read_text())["seconds"]
+                metrics = json.loads(f.read_text())
+                rows.append(
+                    {"method": method, "strength": w, "seconds": secs, **score(info, metrics)}
+                )
+    ft = json.loads((work / "none" / "finetune.json").read_text())["seconds"]
+    t = time.perf_counter()
+    report(work, plot_path, s, info, wise_rows, rows, about, work / "train.jsonl", t, 0, 0, ft)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", type=Path, default=None)
@@ -326,18 +361,7 @@ def main() -> None:
     plot_path = args.plot or (work / "pareto.png" if args.quick else Path(f"benchmarks/{tag}.png"))
     work.mkdir(parents=True, exist_ok=True)
     if args.replot:
-        done = json.loads((work / "results.json").read_text())
-        curves = {"wise-ft": done["wise"]}
-        wise = done["wise"]
-        for method in GRID:
-            pts = sorted(
-                (r for r in done["mitigations"] if r["method"] == method),
-                key=lambda r: r["speciality"],
-            )
-            if pts:
-                curves[method] = [wise[0], *pts, wise[-1]]
-        n_train = len((work / "train.jsonl").read_text().splitlines())
-        plot(plot_path, curves, plot_title(n_train, s))
+        replot(work, plot_path, s)
         return
     t0, c0 = time.perf_counter(), time.process_time()
 
