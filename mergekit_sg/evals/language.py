@@ -458,35 +458,39 @@ class MultipleChoice(BaseEvaluator):
     def _scores(
         self, model: LoadedModel, seqs: list[list[int]], counts: list[int], pad_token: int
     ) -> list[float]:
-        """Each choice's summed log-likelihood. A question whose choices are all one token after
-        the same context costs one forward (the next-token distribution), as in lm-eval; the
-        others score every choice's sequence."""
+        """Each choice's summed log-likelihood. A question's one-token choices share one forward
+        of their common context (the next-token distribution), as lm-eval groups them; every
+        longer choice is scored as its own sequence."""
         sums = [0.0] * len(seqs)
-        shared: list[int] = []  # index of each such question's first choice
+        ctxs: list[list[int]] = []  # one context per question with one-token choices
+        groups: list[list[int]] = []  # the (question, choice) indices scored from it
         rest: list[int] = []
         k = 0
         for q in self.questions:
-            group = range(k, k + len(q.choices))
-            ctx = seqs[k][:-1]
-            if all(counts[i] == 1 and seqs[i][:-1] == ctx for i in group) and ctx:
-                shared.append(k)
+            group = list(range(k, k + len(q.choices)))
+            singles = [i for i in group if counts[i] == 1 and len(seqs[i]) > 1]
+            ctx = seqs[singles[0]][:-1] if singles else []
+            shared = [i for i in singles if seqs[i][:-1] == ctx]
+            if len(shared) > 1:
+                ctxs.append(ctx)
+                groups.append(shared)
+                rest.extend(i for i in group if i not in shared)
             else:
                 rest.extend(group)
             k += len(q.choices)
         kw = {"batch_size": self.batch_size, "max_tokens": self.max_tokens}
-        if shared:
-            starts = _starts(self.questions)
-            n_of = {k0: len(q.choices) for k0, q in zip(starts, self.questions, strict=True)}
+        if ctxs:
             lps = next_token_logprobs(
                 model,
-                [seqs[k0][:-1] for k0 in shared],
-                [[seqs[k0 + c][-1] for c in range(n_of[k0])] for k0 in shared],
+                ctxs,
+                [[seqs[i][-1] for i in g] for g in groups],
                 pad_token=pad_token,
                 label=self.name,
                 **kw,
             )
-            for k0, lp in zip(shared, lps, strict=True):
-                sums[k0 : k0 + len(lp)] = lp
+            for g, lp in zip(groups, lps, strict=True):
+                for i, v in zip(g, lp, strict=True):
+                    sums[i] = v
         if rest:
             got = target_logprobs(
                 model,
@@ -499,15 +503,6 @@ class MultipleChoice(BaseEvaluator):
             for i, v in zip(rest, got, strict=True):
                 sums[i] = v
         return sums
-
-
-def _starts(questions: list[Question]) -> list[int]:
-    """Index of each question's first choice in the flat list of (question, choice) pairs."""
-    out, k = [], 0
-    for q in questions:
-        out.append(k)
-        k += len(q.choices)
-    return out
 
 
 def _argmax(values: list[float]) -> int:
