@@ -135,7 +135,7 @@ def _reference(model_dir: Path, tasks: Path, task: str) -> dict[str, float]:
     return {
         k.split(",")[0]: float(v)
         for k, v in res["results"][task].items()
-        if "stderr" not in k and isinstance(v, (int, float))
+        if "," in k and "stderr" not in k and isinstance(v, (int, float))
     }
 
 
