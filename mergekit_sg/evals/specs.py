@@ -68,6 +68,7 @@ class LmPerplexityOptions(EvalOptions):
     stride: PosInt | None = None
     batch_size: PosInt = 8
     max_tokens: PosInt = 2048
+    score_first: bool = False
 
     @model_validator(mode="after")
     def _documents_or_pairs(self) -> LmPerplexityOptions:
@@ -145,6 +146,20 @@ class ClipZeroShotOptions(ClipImagesOptions):
     text_batch_size: PosInt = 256
 
 
+class LmEvalSpecOptions(EvalOptions):
+    """`lm-eval:TASK`: an lm-evaluation-harness task (evals/lm_eval_bridge.py holds the full
+    options model with the task; this one checks the keys when the spec is parsed). lm-eval
+    metrics are the task's own, so `metric=` is checked when the task is found."""
+
+    KIND: ClassVar[str] = "lm-eval"
+
+    include: str | None = None
+    num_fewshot: NonNegInt | None = None
+    metric: str | None = None
+    batch_size: PosInt = 8
+    max_length: ContextInt | None = None
+
+
 SPEC_MODELS: dict[str, type[EvalOptions]] = {
     m.KIND: m
     for m in (
@@ -154,6 +169,7 @@ SPEC_MODELS: dict[str, type[EvalOptions]] = {
         EmbeddingSimilarityOptions,
         ClipZeroShotOptions,
         ClipClassifierOptions,
+        LmEvalSpecOptions,
     )
 }
 

@@ -167,6 +167,10 @@ def open_checkpoint(ref: str | Path | Checkpoint) -> Checkpoint:
         fmt, files = _file_format(path), [path]
     if fmt.startswith("safetensors"):
         return _open_safetensors(resolved, fmt, files, index)
+    if fmt == "gguf":  # dequantised per tensor on read (io/gguf_read.py)
+        from mergekit_sg.io.gguf_read import open_gguf
+
+        return open_gguf(resolved)
     return _open_pickles(resolved, fmt, files, index)
 
 
@@ -210,12 +214,14 @@ def _file_format(path: Path) -> str:
         os.close(fd)
     if len(head) == 9 and head[8:9] == b"{":
         return "safetensors"
+    if head[:4] == b"GGUF":
+        return "gguf"
     if path.suffix == ".safetensors":
         return "safetensors"  # let the parser report what is wrong with it
     if path.suffix in PICKLE_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80":
         return "pytorch"
     raise SgMergeError(
-        f"{path}: unknown checkpoint format (expected .safetensors, .bin, .pt, .pth)"
+        f"{path}: unknown checkpoint format (expected .safetensors, .bin, .pt, .pth, .gguf)"
     )
 
 

@@ -58,7 +58,9 @@ def load_model(spec: str, ref: str | Path, device: str = "cpu", head: bool = Tru
     `head=False` loads an open_clip classifier folder as its plain CLIP (the head is ignored)."""
     family, _, arg = spec.partition(":")
     path = resolve(str(ref)).path
-    if family == "hf":
+    if family == "hf" and path.is_file() and path.suffix == ".gguf":
+        lm = _load_gguf(arg or "auto", path, spec)
+    elif family == "hf":
         lm = _load_hf(arg or "auto", path, spec)
     elif family == "open_clip":
         lm = _load_open_clip(arg, path, spec, head)
@@ -101,6 +103,42 @@ def _load_hf(task: str, path: Path, spec: str) -> LoadedModel:
     tokenizer = None
     if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    return LoadedModel(module, f"hf:{task}", spec, path, tokenizer=tokenizer)
+
+
+def _load_gguf(task: str, path: Path, spec: str) -> LoadedModel:
+    """A GGUF file as a live Hugging Face model: the class and tokenizer transformers builds
+    from its metadata (cached side folder), the weights dequantised by io/gguf_read; tensors
+    tied in the model (lm_head to the embedding) are the only ones the file may lack."""
+    import transformers
+
+    from mergekit_sg.io.gguf_read import side_files_dir
+
+    side = side_files_dir(path)
+    config = transformers.AutoConfig.from_pretrained(side)
+    if task == "auto":
+        task = _task_of((getattr(config, "architectures", None) or [""])[0])
+    if task not in HF_TASKS or task == "embedding-classifier":
+        raise SgMergeError(f"--model {spec!r}: a GGUF file loads as hf:causal-lm or hf:encoder")
+    with torch.random.fork_rng(devices=[]):  # the throwaway init must not move the seed
+        module = getattr(transformers, HF_TASKS[task]).from_config(config).float()
+    with open_checkpoint(path) as ck:
+        sd = {n: ck.read(n) for n in ck.tensors}
+    own = module.state_dict()
+    shared = {t.data_ptr() for n, t in own.items() if n in sd}
+    missing = [n for n in own if n not in sd and own[n].data_ptr() not in shared]
+    unexpected = sorted(set(sd) - set(own))
+    if missing or unexpected:
+        from mergekit_sg.errors import first_few
+
+        raise SgMergeError(
+            f"{path}: does not fit {type(module).__name__}: missing "
+            f"{first_few(missing) or 'none'}, unexpected {first_few(unexpected) or 'none'}"
+        )
+    module.load_state_dict(sd, strict=False)
+    tokenizer = None
+    if (side / "tokenizer_config.json").exists():
+        tokenizer = transformers.AutoTokenizer.from_pretrained(side)
     return LoadedModel(module, f"hf:{task}", spec, path, tokenizer=tokenizer)
 
 
