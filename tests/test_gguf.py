@@ -156,3 +156,32 @@ def test_cli_inspect_and_interpolate_take_gguf(gguf_files, tmp_path: Path, capsy
         ]
     )
     assert code == 0 and (out / "config.json").exists() and (out / "model.safetensors").exists()
+
+
+def test_finetune_takes_a_gguf_as_pretrained(gguf_files, tmp_path: Path) -> None:
+    """`finetune --model hf:causal-lm --pretrained X.gguf`: the dequantised model is the start
+    (step 0's KD term against the frozen copy is 0) and the output is a plain HF folder whose
+    weights moved from the GGUF's."""
+    from mergekit_sg.tune import finetune
+
+    pre = gguf_files["pre-F32"]
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"the film number {i} is good\n" for i in range(8)))
+    res = finetune(
+        tmp_path / "ft",
+        model="hf:causal-lm",
+        pretrained=str(pre),
+        data=str(text),
+        epochs=1,
+        batch_size=4,
+        lr=1e-2,
+        reg="kd",
+        reg_weight=0.1,
+        log_every=1,
+    )
+    steps = [r for r in res.log if r["type"] == "step"]
+    assert steps[0]["reg_value"] == pytest.approx(0.0, abs=1e-6)
+    start = _transformers_state(pre)
+    out = load_model("hf:causal-lm", tmp_path / "ft").module.state_dict()
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert out[name].shape == start[name].shape and not torch.equal(out[name], start[name])

@@ -229,8 +229,16 @@ class CausalLMTask(_TokenTask):
         path = resolve(opts.pretrained).path
         data = lm_data(opts.data, opts.text_column, opts.prompt_column, opts.completion_column)
         examples = subset(data.examples, opts.train_size, opts.seed)
-        tok = load_tokenizer(path)
-        module = AutoModelForCausalLM.from_pretrained(path)
+        if path.is_file() and path.suffix == ".gguf":  # dequantised by io/gguf_read
+            from mergekit_sg.models import load_model
+
+            lm = load_model("hf:causal-lm", opts.pretrained)
+            module, tok = lm.module, lm.tokenizer
+            if tok.pad_token_id is None and tok.eos_token_id is not None:
+                tok.pad_token = tok.eos_token
+        else:
+            tok = load_tokenizer(path)
+            module = AutoModelForCausalLM.from_pretrained(path)
         task = cls(opts.model, path, module.float().to(device), tok)
         for e in examples:
             ids, labels = encode_lm(tok, e.prompt, e.completion, opts.mask_prompt, opts.max_length)
