@@ -265,9 +265,7 @@ def test_multi_alpha_equals_single_runs_byte_for_byte(
 def test_values_are_the_formula_rounded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Chunked or not, every value is torch.lerp's float32 result rounded once, and the
     endpoints are the inputs bit for bit."""
-    monkeypatch.setattr(
-        output_mod, "execute", functools.partial(executor.execute, chunk_elems=777)
-    )
+    monkeypatch.setattr(output_mod, "execute", functools.partial(executor.execute, chunk_elems=777))
     pre, ft = _pair(tmp_path)
     res = interpolate(pre, ft, tmp_path / "out", alpha=[0.0, 0.25, 1.0], model_card=False)
 

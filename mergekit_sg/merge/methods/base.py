@@ -92,7 +92,7 @@ class Method:
     ) -> None:
         """Write the merged chunk into `out` (the output dtype) from the raw input chunks;
         methods with a faster kernel (lerp) override this."""
-        conv = [x.to(compute_dtype) if x is not None else None for x in xs]
+        conv = [x.to(compute_dtype, copy=True) if x is not None else None for x in xs]
         out.copy_(self.compute(conv, p, stats, ctx))  # type: ignore[arg-type]
 
 
