@@ -217,11 +217,11 @@ def test_gradient_and_filter_settings(tmp_path: Path) -> None:
                 "parameters": {"t": 0.5},
             },
             "slerp takes exactly 2 models",
-        ),  # fmt: skip
+        ),
         (
             {"merge_method": "ties", "models": [{"model": "M1", "parameters": {"weight": 1}}]},
             "base_model: ties needs a base model",
-        ),  # fmt: skip
+        ),
         (
             {
                 "merge_method": "ties",
@@ -229,14 +229,14 @@ def test_gradient_and_filter_settings(tmp_path: Path) -> None:
                 "models": [{"model": "M1", "parameters": {"weight": 1, "density": 0}}],
             },
             "density",
-        ),  # fmt: skip
+        ),
         (
             {
                 "merge_method": "linear",
                 "models": [{"model": "M1", "parameters": {"weight": "nan"}}],
             },
             "weight",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_bad_configs_are_one_line_and_write_nothing(tmp_path: Path, cfg: dict, msg: str) -> None:
