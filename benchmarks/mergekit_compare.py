@@ -68,7 +68,7 @@ def configs(m: list[Path]) -> dict[str, dict]:
                 {"model": c, "parameters": {"weight": 0.3}},
                 {"model": d, "parameters": {"weight": 0.2}},
             ],
-        },  # fmt: skip
+        },
         "task_arithmetic": gta("task_arithmetic", None, {"lambda": 0.8}),
         "ties": gta("ties", 0.5, {"lambda": 0.9}),
         "ties (normalize false, gradient density)": {
@@ -78,7 +78,7 @@ def configs(m: list[Path]) -> dict[str, dict]:
                 {"model": a, "parameters": {"weight": 1.0, "density": [0.2, 0.8]}},
                 {"model": c, "parameters": {"weight": [0.3, 0.7], "density": 0.5}},
             ],
-        },  # fmt: skip
+        },
         "breadcrumbs": gta("breadcrumbs", 0.6),
         "breadcrumbs_ties": gta("breadcrumbs_ties", 0.6),
         "dare_linear (density 1)": gta("dare_linear", 1.0),
@@ -95,13 +95,13 @@ def configs(m: list[Path]) -> dict[str, dict]:
                     {"value": 0.5},
                 ]
             },
-        },  # fmt: skip
+        },
         "model_stock": {
             "merge_method": "model_stock",
             "base_model": b,
             "dtype": "float32",
             "models": [{"model": a}, {"model": c}, {"model": d}],
-        },  # fmt: skip
+        },
     }
 
 
