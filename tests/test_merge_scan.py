@@ -57,6 +57,8 @@ def test_lambda_path_scans_the_ties_merge(tmp_path: Path) -> None:
     path = lambda_path(module, _ties(paths), rename=lambda n: f"lin.{n}")
     base, merged = lambda_endpoints(_ties(paths))
     assert isinstance(path, LinearPath)
+    at1, m0 = merged_state_dict(_ties(paths, 1.0)), load_file(paths[0])
+    assert all(torch.equal(merged[k], at1[k]) and torch.equal(base[k], m0[k]) for k in m0)
     for lam in (0.0, 0.3, 0.7, 1.0, 1.2):
         path.set(lam)
         want = merged_state_dict(_ties(paths, lam))
