@@ -78,7 +78,7 @@ def test_greedy_soup_adds_only_what_improves() -> None:
         {"w": torch.tensor([1.2, 0.9])},
     ]
 
-    def score(sd) -> float:  # noqa: ANN001
+    def score(sd) -> float:
         return -float((sd["w"] - target).pow(2).sum())
 
     res = greedy_soup(cands, score)
