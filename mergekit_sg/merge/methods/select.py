@@ -24,6 +24,7 @@ class TopSet:
     ties: int
     everything: bool = False
     nothing: bool = False
+    all_ties: bool = False  # every element equal to `value` is in: no counting needed
     _eq_before: dict[int, int] = field(default_factory=lambda: {0: 0})
 
     def mask(self, w: torch.Tensor, start: int) -> torch.Tensor:
@@ -33,10 +34,12 @@ class TopSet:
             return torch.ones_like(w, dtype=torch.bool)
         if self.nothing:
             return torch.zeros_like(w, dtype=torch.bool)
+        if self.all_ties:
+            return w >= self.value
         keep = w > self.value
         eq = w == self.value
         before = self._eq_before[start]
-        n_eq = int(eq.sum())
+        n_eq = int(torch.count_nonzero(eq))
         self._eq_before.setdefault(start + w.numel(), before + n_eq)
         if n_eq and before < self.ties:
             rank = torch.cumsum(eq, 0, dtype=torch.int64).add_(before)
@@ -73,4 +76,4 @@ def top_set(w: torch.Tensor, c: int) -> TopSet:
     lb = int(torch.nonzero(above_low >= need).max())
     greater += int(above_low[lb + 1]) if lb + 1 < low.numel() else 0
     value = torch.tensor([(b << 16) | lb], dtype=torch.int32).view(torch.float32).item()
-    return TopSet(value, c - greater)
+    return TopSet(value, c - greater, all_ties=c - greater == int(low[lb]))
