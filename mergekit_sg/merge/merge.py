@@ -17,9 +17,9 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.atomic import check_destination
@@ -36,34 +36,12 @@ from mergekit_sg.merge.mergekit_config import (
     resolve,
 )
 from mergekit_sg.merge.methods import Method, Params, get_method
+from mergekit_sg.merge.options import RunOptions
 from mergekit_sg.merge.output import write_plan
 from mergekit_sg.merge.plan import INTEGER_WHY, MergePlan, plan_entries
 from mergekit_sg.merge.provenance import source_record
 from mergekit_sg.progress import Progress
 from mergekit_sg.version import TOOLKIT
-
-
-class RunOptions(BaseModel):
-    """How to run a merge: where the math runs, its dtype, the shards, the destination."""
-
-    model_config = ConfigDict(extra="forbid")
-    device: str = Field(default="cpu", description="Where the math runs: cpu or cuda[:N].")
-    compute_dtype: Literal["float32", "float64"] = "float32"
-    max_shard_size: str = "5GB"
-    force: bool = False
-    side_files: bool = True
-    model_card: bool = True
-
-
-@dataclass
-class MergeInputs:
-    """The opened inputs of a spec: checkpoints by slot (slot 0 the base where the method
-    needs one), the per-slot model entry index (None for the base) and the method."""
-
-    method: Method
-    spec: MergeSpec
-    slots: list[Checkpoint]
-    entry_of_slot: list[int | None]
 
 
 @dataclass
