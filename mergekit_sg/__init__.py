@@ -5,6 +5,7 @@ from mergekit_sg.io.checkpoint import Checkpoint, open_checkpoint
 from mergekit_sg.merge.inspect import diff_checkpoints, inspect_checkpoint
 from mergekit_sg.merge.interpolate import InterpolateResult, interpolate
 from mergekit_sg.merge.math import lerp
+from mergekit_sg.merge.merge import MergeResult, merge
 from mergekit_sg.merge.options import InterpolateOptions
 from mergekit_sg.version import __version__
 
@@ -12,11 +13,13 @@ __all__ = [
     "Checkpoint",
     "InterpolateOptions",
     "InterpolateResult",
+    "MergeResult",
     "SgMergeError",
     "__version__",
     "diff_checkpoints",
     "inspect_checkpoint",
     "interpolate",
     "lerp",
+    "merge",
     "open_checkpoint",
 ]

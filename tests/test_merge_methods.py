@@ -280,7 +280,7 @@ PINNED_FISHER = {  # computed with execute_fisher (the whole-tensor loop) before
 }
 
 
-def test_fisher_interpolate_bytes_unchanged(tmp_path: Path) -> None:
+def _fisher_fixture(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(1234)
     shapes = {"a.weight": (37, 29), "b.bias": (29,), "c.weight": (300, 70), "buf": (5,)}
     pre = {n: torch.randn(s, generator=g) for n, s in shapes.items()}
@@ -292,6 +292,10 @@ def test_fisher_interpolate_bytes_unchanged(tmp_path: Path) -> None:
     f0["a.weight"][:3] = 0.0
     for name, sd in (("pre", pre), ("ft", ft), ("f0", f0), ("f1", f1)):
         save_file(sd, tmp_path / f"{name}.safetensors")
+
+
+def test_fisher_interpolate_bytes_unchanged(tmp_path: Path) -> None:
+    _fisher_fixture(tmp_path)
     with pytest.warns(UserWarning, match="no Fisher entry"):
         res = interpolate(
             tmp_path / "pre.safetensors", tmp_path / "ft.safetensors", tmp_path / "out",
@@ -305,3 +309,25 @@ def test_fisher_interpolate_bytes_unchanged(tmp_path: Path) -> None:
             h.update(n.encode())
             h.update(sd[n].contiguous().view(-1).view(torch.uint8).numpy().tobytes())
         assert h.hexdigest() == PINNED_FISHER[a], a
+
+
+def test_fisher_method_in_a_config_equals_fisher_interpolate(tmp_path: Path) -> None:
+    _fisher_fixture(tmp_path)
+    cfg = {
+        "merge_method": "fisher",
+        "models": [
+            {"model": str(tmp_path / "pre.safetensors"),
+             "parameters": {"weight": 0.7, "fisher": str(tmp_path / "f0.safetensors")}},
+            {"model": str(tmp_path / "ft.safetensors"),
+             "parameters": {"weight": 0.3, "fisher": str(tmp_path / "f1.safetensors")}},
+        ],
+        "parameters": {"fisher_floor": 1e-3},
+    }  # fmt: skip
+    with pytest.warns(UserWarning, match="no Fisher entry"):
+        got = _load(merge(cfg, tmp_path / "m", model_card=False).out)
+        want = _load(interpolate(tmp_path / "pre.safetensors", tmp_path / "ft.safetensors",
+                                 tmp_path / "i", alpha=0.3, fisher=f"{tmp_path / 'f0.safetensors'},"
+                                 f"{tmp_path / 'f1.safetensors'}", fisher_floor=1e-3,
+                                 model_card=False).out)  # fmt: skip
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)

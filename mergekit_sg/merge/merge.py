@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from mergekit_sg.errors import SgMergeError
+from mergekit_sg.errors import SgMergeError, first_few
 from mergekit_sg.io.atomic import check_destination
 from mergekit_sg.io.card import front_matter, pipeline_for, recipe_block, render_card
 from mergekit_sg.io.checkpoint import Checkpoint, open_checkpoint
@@ -38,7 +38,7 @@ from mergekit_sg.merge.mergekit_config import (
 from mergekit_sg.merge.methods import Method, Params, get_method
 from mergekit_sg.merge.options import RunOptions
 from mergekit_sg.merge.output import write_plan
-from mergekit_sg.merge.plan import INTEGER_WHY, MergePlan, plan_entries
+from mergekit_sg.merge.plan import INTEGER_WHY, MergePlan, plan_entries, with_fisher
 from mergekit_sg.merge.provenance import source_record
 from mergekit_sg.progress import Progress
 from mergekit_sg.version import TOOLKIT
@@ -145,6 +145,45 @@ class ParamResolver:
                     vals[key] = v
             per.append(_validate(self.method.PerInput, vals, f"models[{idx}].parameters."))
         return Params(shared, tuple(per))
+
+
+def split_fisher(
+    spec: MergeSpec, method: Method, entries: list[int | None]
+) -> tuple[MergeSpec, list[str]]:
+    """For `fisher`: each model's `fisher` parameter (its Fisher file, from `sgmerge fisher`)
+    taken out of the parameters; the spec as is for the other methods."""
+    if method.name != "fisher":
+        return spec, []
+    refs = []
+    for e in entries:
+        assert e is not None
+        ref = spec.models[e].parameters.get("fisher")
+        if not isinstance(ref, str):
+            raise SgMergeError(
+                f"models[{e}].parameters.fisher: the fisher method needs each model's Fisher file"
+            )
+        refs.append(ref)
+    models = [
+        m.model_copy(
+            update={"parameters": {k: v for k, v in m.parameters.items() if k != "fisher"}}
+        )
+        for m in spec.models
+    ]
+    return spec.model_copy(update={"models": models}), refs
+
+
+def add_fisher(plan: MergePlan, fisher: list[Checkpoint]) -> None:
+    """Give every merged entry its Fisher slots; tensors without Fisher entries are averaged
+    linearly (warned)."""
+    n = len(plan.sources)
+    plan.entries = [with_fisher(e, fisher) for e in plan.entries]
+    plan.sources = [*plan.sources, *fisher]
+    missing = [e.name for e in plan.entries if not e.copied and len(e.slots) < 2 * n]
+    if missing:
+        plan.warnings.append(
+            f"{len(missing)} tensor(s) have no Fisher entry and are averaged linearly: "
+            f"{first_few(missing)}"
+        )
 
 
 def _open_inputs(refs: list[str], stack: contextlib.ExitStack) -> list[Checkpoint]:
@@ -265,9 +304,12 @@ def merge(
         raise SgMergeError(f"--param lists the same setting twice: {', '.join(labels)}")
     dirs = [out] if len(points) == 1 else [out / lab for lab in labels]
     refs, entries = check_inputs(spec, method)
+    spec_p, fisher_refs = split_fisher(spec, method, entries)
     with contextlib.ExitStack() as stack:
         cks = _open_inputs(refs, stack)
-        plan = build_merge_plan(spec, cks, entries, method, points, opts.compute_dtype)
+        plan = build_merge_plan(spec_p, cks, entries, method, points, opts.compute_dtype)
+        if fisher_refs:
+            add_fisher(plan, _open_inputs(fisher_refs, stack))
         for w in plan.warnings:
             warnings.warn(w, stacklevel=2)
         roles = {

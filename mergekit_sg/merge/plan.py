@@ -259,7 +259,7 @@ def build_plan(
                 f"alpha={bad[0]:g}: Fisher-weighted interpolation needs 0 <= alpha <= 1"
             )
         method, sources = Fisher(), [pre, ft, *fisher]
-        entries = [_with_fisher(e, fisher) for e in entries]
+        entries = [with_fisher(e, fisher) for e in entries]
         missing = [e.name for e in entries if not e.copied and len(e.slots) < 4]
         if missing:
             _warnings.warn(
@@ -279,8 +279,9 @@ def build_plan(
     )
 
 
-def _with_fisher(e: PlanEntry, fisher: Sequence[Checkpoint]) -> PlanEntry:
-    """Add the Fisher slots (2, 3) of a merged entry where both Fisher files have it."""
+def with_fisher(e: PlanEntry, fisher: Sequence[Checkpoint]) -> PlanEntry:
+    """Add the Fisher slots (N .. 2N-1, one per model slot) of a merged entry where every
+    Fisher file has it (looked up by the output name, then the model's stored name)."""
     if e.copied:
         return e
     found: list[Slot] = []
@@ -291,7 +292,7 @@ def _with_fisher(e: PlanEntry, fisher: Sequence[Checkpoint]) -> PlanEntry:
                 f"--fisher {ck.ref}: {src!r} has shape {list(ck.tensors[src].shape)}, "
                 f"the weights {list(e.shape)}"
             )
-        found.append((2 + k, src) if src is not None else None)
+        found.append((len(fisher) + k, src) if src is not None else None)
     if any(f is None for f in found):
         return e
     return PlanEntry(
