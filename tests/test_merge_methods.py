@@ -331,3 +331,25 @@ def test_fisher_method_in_a_config_equals_fisher_interpolate(tmp_path: Path) -> 
                                  model_card=False).out)  # fmt: skip
     assert set(got) == set(want)
     assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_dare_matches_its_formula_with_the_seeded_mask(tmp_path: Path) -> None:
+    """dare_linear = base + sum_i w_i * keep_i * tau_i * |tau_i|_1 / |keep_i * tau_i|_1, with
+    keep_i the (seed, tensor, input)-seeded Bernoulli(density) mask."""
+    from mergekit_sg.merge.methods.base import ChunkCtx
+    from mergekit_sg.merge.methods.task_arithmetic import dare_keep
+
+    paths = _models(tmp_path, 3)
+    xs = [load_file(p) for p in paths]
+    per = [{}, {"weight": 1.0, "density": 0.3}, {"weight": -0.4, "density": 0.8}]
+    got = _load(merge({**_cfg("dare_linear", paths, per), "seed": 5}, tmp_path / "o",
+                      model_card=False).out)  # fmt: skip
+    for k in SHAPES:
+        base = xs[0][k].double().reshape(-1)
+        want = base.clone()
+        for i, (w, d) in enumerate(((1.0, 0.3), (-0.4, 0.8)), start=1):
+            tau = xs[i][k].double().reshape(-1) - base
+            keep = dare_keep(ChunkCtx(k, tau.numel(), 0, 5), i, 0, tau.numel(), d)
+            kept = tau * keep
+            want += w * kept * (tau.abs().sum() / kept.abs().sum())
+        torch.testing.assert_close(got[k].double().reshape(-1), want, rtol=1e-5, atol=1e-6)
