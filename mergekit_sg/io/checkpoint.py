@@ -33,6 +33,12 @@ DIR_LAYOUTS = (
     ("open_clip_pytorch_model.bin", "pytorch"),
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+# Weight files beside a model folder's main weights that belong to the model, with the
+# metadata file that goes with each: an open_clip classifier's head (see
+# models/clip_classifier.py). Opened with `open_checkpoint(..., side_weights=True)`, their
+# tensors are part of the checkpoint, tagged with the file (`TensorInfo.group`), so a merge
+# merges them by the same plan in the same pass and writes them back to a file of that name.
+SIDE_WEIGHT_FILES = {"classifier_head.safetensors": "classifier_head.json"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class TensorInfo:
     file_index: int
     offset: int  # absolute byte offset in a safetensors file; -1 for pickles
     raw_name: str
+    group: str = ""  # "" for the main weights, else the side weight file they come from
 
     @property
     def numel(self) -> int:
@@ -154,8 +161,9 @@ class Checkpoint:
         self.close()
 
 
-def open_checkpoint(ref: str | Path | Checkpoint) -> Checkpoint:
-    """Open a checkpoint reference lazily: only headers are read here."""
+def open_checkpoint(ref: str | Path | Checkpoint, side_weights: bool = False) -> Checkpoint:
+    """Open a checkpoint reference lazily: only headers are read here. With `side_weights`,
+    a folder's SIDE_WEIGHT_FILES beside its weights are part of it (group = the file name)."""
     if isinstance(ref, Checkpoint):
         return ref
     resolved = resolve(str(ref))
@@ -166,8 +174,38 @@ def open_checkpoint(ref: str | Path | Checkpoint) -> Checkpoint:
     else:
         fmt, files = _file_format(path), [path]
     if fmt.startswith("safetensors"):
-        return _open_safetensors(resolved, fmt, files, index)
-    return _open_pickles(resolved, fmt, files, index)
+        ck = _open_safetensors(resolved, fmt, files, index)
+    else:
+        ck = _open_pickles(resolved, fmt, files, index)
+    if side_weights and path.is_dir():
+        try:
+            add_side_weights(ck, path)
+        except BaseException:
+            ck.close()
+            raise
+    return ck
+
+
+def add_side_weights(ck: Checkpoint, path: Path | None = None) -> Checkpoint:
+    """Add the SIDE_WEIGHT_FILES beside `ck`'s folder to it (once); returns `ck`."""
+    path = path or ck.side_dir
+    if path is None:
+        return ck
+    for name in SIDE_WEIGHT_FILES:
+        f = path / name
+        if not f.is_file() or f in ck.files:
+            continue
+        reader = SafetensorsFile(f)
+        clash = [n for n in reader.entries if n in ck.tensors or n in ck.aliases]
+        if clash:
+            reader.close()
+            raise SgMergeError(f"{f}: tensor {clash[0]!r} is also in the model's weights")
+        idx = len(ck.files)
+        ck.files.append(f)
+        ck._st.append(reader)
+        for n, e in reader.entries.items():
+            ck.tensors[n] = TensorInfo(n, e.shape, e.dtype, idx, e.begin, n, name)
+    return ck
 
 
 def _check_index(index: Index | None, held: dict[Path, set[str]]) -> None:

@@ -145,3 +145,22 @@ class LinearPath:
 
     def endpoint_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for d in (self.a, self.b) for t in d.values())
+
+
+def lambda_path(
+    module: torch.nn.Module,
+    config: object,
+    point: Mapping[str, float] | None = None,
+    names: list[str] | None = None,
+    rename: Callable[[str], str] | None = None,
+) -> LinearPath:
+    """A `LinearPath` along a task-vector merge's lambda: `set(lam)` puts the live model at
+    theta_base + lam * delta (the merge of `config` at lambda = lam, up to float32 rounding),
+    the merged task vector delta computed once (merge/memory.py), so each lambda costs a
+    WiSE-FT scan point. `point` sets the other coefficients (density, weights)."""
+    from mergekit_sg.merge.memory import lambda_endpoints
+
+    rename = rename or (lambda n: n)
+    keys = [rename(n) for n in (names or list(live_tensors(module)))]
+    base, merged = lambda_endpoints(config, point, keys)  # type: ignore[arg-type]
+    return LinearPath(module, base, merged, names=names, rename=rename)
