@@ -186,6 +186,23 @@ def add_fisher(plan: MergePlan, fisher: list[Checkpoint]) -> None:
         )
 
 
+def check_config(
+    config: str | Path | Mapping[str, Any] | MergeSpec, grid: Mapping[str, Any] | None = None
+) -> None:
+    """The checks that need no weights: config keys, the method, the number of models and the
+    base, parameter names (those of the grid included)."""
+    spec = as_spec(config)
+    method = get_method(spec.merge_method)
+    _, entries = check_inputs(spec, method)
+    ParamResolver(spec, method, entries)  # refuses parameter names the method lacks
+    known = {
+        f.alias or n for m in (method.Shared, method.PerInput) for n, f in m.model_fields.items()
+    }
+    for name in grid or {}:
+        if name not in known:
+            raise SgMergeError(f"--param {name}: not a parameter of {method.name}")
+
+
 def _open_inputs(refs: list[str], stack: contextlib.ExitStack) -> list[Checkpoint]:
     opened: dict[str, Checkpoint] = {}
     for r in refs:
@@ -253,8 +270,14 @@ def merge_recipe(
     }
 
 
-def write_merge_card(dest: Path, recipe: dict[str, Any], roles: Mapping[str, Checkpoint]) -> None:
-    """README.md: every source as a base_model (Hub ids), the method and parameters, sources."""
+def write_merge_card(
+    dest: Path,
+    recipe: dict[str, Any],
+    roles: Mapping[str, Checkpoint],
+    extra_sections: Sequence[tuple[str, str]] = (),
+) -> None:
+    """README.md: every source as a base_model (Hub ids), the method and parameters, sources,
+    then the caller's `extra_sections` (a soup's ingredients and why) before the recipe."""
     config = None
     if (dest / "config.json").exists():
         config = json.loads((dest / "config.json").read_text())
@@ -277,6 +300,7 @@ def write_merge_card(dest: Path, recipe: dict[str, Any], roles: Mapping[str, Che
     sections = [
         ("Method", f"`{recipe['method']}`:\n\n```\n{doc}\n```"),
         ("Sources", "\n".join(lines)),
+        *extra_sections,
         ("Recipe", f"Made with {TOOLKIT}.\n\n{recipe_block(recipe)}"),
     ]
     title = f"{recipe['method']} merge of " + ", ".join(ck.ref for ck in roles.values())
@@ -289,10 +313,14 @@ def merge(
     grid: Mapping[str, Sequence[float]] | None = None,
     run: RunOptions | None = None,
     progress: Progress | None = None,
+    card_sections: Sequence[tuple[str, str]] = (),
+    recipe_extra: Mapping[str, Any] | None = None,
     **run_kwargs: Any,
 ) -> MergeResult:
     """Merge by a mergekit config into `out` (one output), or one output per grid point into
-    `out/NAME-V` (several parameter settings from one read of the inputs)."""
+    `out/NAME-V` (several parameter settings from one read of the inputs). `card_sections`
+    (title, markdown) go into every card and `recipe_extra` into every recipe (a soup's
+    record of what went in and why)."""
     spec = as_spec(config)
     method = get_method(spec.merge_method)
     opts = _validate(RunOptions, {**(run.model_dump() if run else {}), **run_kwargs}, "--")
@@ -319,7 +347,8 @@ def merge(
         base_name = "open_clip_model" if cks[0].kind == "open_clip" else "model"
 
         def recipe(k: int, hashes: dict[str, dict[str, str]] | None) -> dict[str, Any]:
-            return merge_recipe(spec, points[k], roles, hashes, opts.compute_dtype)
+            rec = merge_recipe(spec, points[k], roles, hashes, opts.compute_dtype)
+            return {**rec, **(recipe_extra or {})}
 
         def finish(k: int, d: Path, rec: dict[str, Any]) -> None:
             if opts.side_files:
@@ -330,7 +359,7 @@ def merge(
                 )
                 copy_side_files(cks[0].side_dir, d, dt)
             if opts.model_card:
-                write_merge_card(d, rec, roles)
+                write_merge_card(d, rec, roles, card_sections)
 
         write_plan(
             plan,
@@ -346,5 +375,6 @@ def merge(
             device=opts.device,
             progress=progress,
             side_dir=cks[0].side_dir,
+            strict=opts.strict,
         )
     return MergeResult(out, dict(zip(labels, dirs, strict=True)), plan)

@@ -164,3 +164,36 @@ def lambda_path(
     keys = [rename(n) for n in (names or list(live_tensors(module)))]
     base, merged = lambda_endpoints(config, point, keys)  # type: ignore[arg-type]
     return LinearPath(module, base, merged, names=names, rename=rename)
+
+
+def read_tensors(
+    src: str | Path | Checkpoint,
+    names: list[str],
+    device: torch.device | str = "cpu",
+    side_weights: tuple[str, ...] = (),
+) -> dict[str, torch.Tensor]:
+    """The tensors `names` of a checkpoint (side weight files beside it included), read once
+    onto `device` in their stored dtype: a candidate of an in-memory soup."""
+    return _endpoint(src, names, torch.device(device), side_weights)
+
+
+def checkpoint_names(
+    module: torch.nn.Module, rename: Callable[[str], str] | None = None
+) -> list[str]:
+    """The checkpoint names of the module's live floating tensors (tied ones once)."""
+    rename = rename or (lambda n: n)
+    return [rename(n) for n in live_tensors(module)]
+
+
+@torch.no_grad()
+def load_live(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    rename: Callable[[str], str] | None = None,
+) -> torch.nn.Module:
+    """Copy `state` (keyed by checkpoint name) into the live module in place, cast to each
+    parameter's dtype: the live model becomes that state without rebuilding it."""
+    rename = rename or (lambda n: n)
+    for n, t in live_tensors(module).items():
+        t.data.copy_(state[rename(n)])
+    return module

@@ -1,4 +1,5 @@
-"""Alpha grids: '0:1:0.1' (start:stop:step, both ends included) or '0,0.25,0.5'."""
+"""Alpha grids: '0:1:0.1' (start:stop:step, both ends included) or '0,0.25,0.5'; named
+coefficient grids (`--param NAME=VALUES`) in the same syntax."""
 
 from __future__ import annotations
 
@@ -45,3 +46,21 @@ def _range(text: str) -> list[float]:
     return [start + i * step for i in range(n + 1)] + (
         [stop] if start + n * step < stop - 1e-9 else []
     )
+
+
+def parse_params(items: list[str]) -> dict[str, list[float]]:
+    """['lambda=0.3,0.5', 'density=0.2:0.6:0.2'] -> {'lambda': [0.3, 0.5], 'density': [...]}:
+    the values of each name as `scan --alphas` reads them (lists and ranges, both ends in)."""
+    grid: dict[str, list[float]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not values.strip():
+            raise SgMergeError(f"--param {item!r}: write NAME=V1,V2,... or NAME=START:STOP:STEP")
+        if name in grid:
+            raise SgMergeError(f"--param {name}: given twice; list all its values in one --param")
+        try:
+            grid[name] = parse_alphas(values)
+        except SgMergeError as e:
+            raise SgMergeError(str(e).replace("--alphas", f"--param {name}")) from None
+    return grid
