@@ -353,3 +353,16 @@ def test_dare_matches_its_formula_with_the_seeded_mask(tmp_path: Path) -> None:
             kept = tau * keep
             want += w * kept * (tau.abs().sum() / kept.abs().sum())
         torch.testing.assert_close(got[k].double().reshape(-1), want, rtol=1e-5, atol=1e-6)
+
+
+def test_parse_grid() -> None:
+    from mergekit_sg.merge.merge import parse_grid
+
+    assert parse_grid(["lambda=0.3,0.5"]) == {"lambda": [0.3, 0.5]}
+    assert parse_grid(["lambda=0:1:0.25", "density=0.5"]) == {
+        "lambda": [0.0, 0.25, 0.5, 0.75, 1.0],
+        "density": [0.5],
+    }
+    for bad in (["lambda"], ["lambda=1:0:0.1"], ["=1"], ["t=nan"], ["t=1", "t=2"]):
+        with pytest.raises(SgMergeError, match="--param"):
+            parse_grid(bad)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -88,6 +89,34 @@ def _grid_points(grid: Mapping[str, Sequence[float]] | None) -> list[dict[str, f
         if not vs:
             raise SgMergeError(f"--param {k}: give at least one value")
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[float]]:
+    """`--param` values as a grid: 'lambda=0.3,0.5,0.7' or 'lambda=0:1:0.25' (start:stop:step,
+    stop included when the steps land on it); repeat for a product of several parameters."""
+    grid: dict[str, list[float]] = {}
+    for item in items:
+        name, sep, vals = item.partition("=")
+        name = name.strip()
+        try:
+            if not sep or not name or not vals.strip():
+                raise ValueError
+            if ":" in vals:
+                lo, hi, step = (float(x) for x in vals.split(":"))
+                if step <= 0 or hi < lo:
+                    raise ValueError
+                n = math.floor((hi - lo) / step + 1e-9) + 1
+                values = [round(lo + i * step, 12) for i in range(n)]
+            else:
+                values = [float(v) for v in vals.split(",") if v.strip()]
+        except ValueError:
+            raise SgMergeError(
+                f"--param {item!r}: write NAME=V1,V2,... or NAME=START:STOP:STEP"
+            ) from None
+        if not all(math.isfinite(v) for v in values) or name in grid:
+            raise SgMergeError(f"--param {item!r}: finite values, each parameter once")
+        grid[name] = values
+    return grid
 
 
 def grid_label(point: Mapping[str, float]) -> str:

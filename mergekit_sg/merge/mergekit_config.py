@@ -93,14 +93,6 @@ def parse_config(config: str | Path | dict[str, Any]) -> MergeSpec:
         raise SgMergeError(f"{loc or 'config'}: {err['msg']}") from None
 
 
-def split_ref(ref: str) -> tuple[str, str | None]:
-    """'org/model@rev' -> ('org/model', 'rev'); local paths are kept whole when they exist."""
-    if "@" in ref and not Path(ref).exists():
-        name, rev = ref.rsplit("@", 1)
-        return name, rev or None
-    return ref, None
-
-
 def layer_t(name: str, num_layers: int) -> float:
     """mergekit's t of a tensor: layer / (layers - 1) inside the layer stack, else 0."""
     m = _LAYER.search(name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 # compute dtype (a fresh tensor the caller may change).
 Reader = Callable[[int, int, int], torch.Tensor]
 STATS_CHUNK = 1 << 22
+COMPUTE_BLOCK = 1 << 18  # 1 MB of float32 per temporary
 
 
 class NoParams(BaseModel):
@@ -90,10 +91,15 @@ class Method:
         ctx: ChunkCtx,
         compute_dtype: torch.dtype,
     ) -> None:
-        """Write the merged chunk into `out` (the output dtype) from the raw input chunks;
+        """Write the merged chunk into `out` (the output dtype) from the raw input chunks, in
+        blocks of COMPUTE_BLOCK elements so the float32 temporaries stay small and in cache;
         methods with a faster kernel (lerp) override this."""
-        conv = [x.to(compute_dtype, copy=True) if x is not None else None for x in xs]
-        out.copy_(self.compute(conv, p, stats, ctx))  # type: ignore[arg-type]
+        n = out.numel()
+        for s in range(0, n, COMPUTE_BLOCK):
+            e = min(n, s + COMPUTE_BLOCK)
+            conv = [x[s:e].to(compute_dtype, copy=True) if x is not None else None for x in xs]
+            sub = replace(ctx, start=ctx.start + s)
+            out[s:e].copy_(self.compute(conv, p, stats, sub))  # type: ignore[arg-type]
 
 
 def stream_pass(read: Reader, slot: int, numel: int) -> Any:
