@@ -15,11 +15,10 @@ from mergekit_sg.commands.recipe import RecipeContext, RecipeResult, recipe_comm
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.dtypes import itemsize
 from mergekit_sg.io.progress import Progress
-from mergekit_sg.merge.merge import MergeResult, as_spec, check_config, merge
+from mergekit_sg.merge.merge import MergeResult, as_spec, check_config, merge, parse_grid
 from mergekit_sg.merge.mergekit_config import MergeSpec
 from mergekit_sg.merge.options import RunOptions
 from mergekit_sg.options import build_options
-from mergekit_sg.path.alphas import parse_params
 
 __all__ = [
     "RECIPE",
@@ -27,7 +26,7 @@ __all__ = [
     "MergeRecipeOptions",
     "check_config",
     "merge_command",
-    "parse_params",
+    "parse_grid",
     "run_options",
     "summary_lines",
 ]
@@ -57,7 +56,7 @@ class MergeRecipeOptions(MergeOptions):
     @model_validator(mode="after")
     def _check_config(self) -> MergeRecipeOptions:
         try:
-            check_config(self.config, parse_params(self.param))
+            check_config(self.config, parse_grid(self.param))
         except SgMergeError as e:
             raise ValueError(str(e)) from None
         return self
@@ -78,7 +77,7 @@ def merge_command(
     """`sgmerge merge`: the config merged into `out`, or one output per grid point into
     `out/NAME-V`; `--dtype` replaces the config's output dtype."""
     opts: MergeOptions = build_options(MergeOptions, options, kwargs)
-    grid = parse_params(opts.param)
+    grid = parse_grid(opts.param)
     spec = as_spec(config)
     check_config(spec, grid)
     if opts.dtype:

@@ -9,9 +9,8 @@ from pathlib import Path
 from mergekit_sg.commands.recipe import RecipeContext, RecipeResult, recipe_command
 from mergekit_sg.io.card import CardExtras, Evidence
 from mergekit_sg.io.progress import Progress
-from mergekit_sg.merge.merge import merge
+from mergekit_sg.merge.merge import merge, parse_grid
 from mergekit_sg.models.clip_classifier import interpolate_with_head
-from mergekit_sg.path.alphas import parse_params
 from mergekit_sg.path.param_scan import scan_param
 from mergekit_sg.path.report import scan_table, write_scan_outputs
 from mergekit_sg.path.run import ScanOptions, ScanReport, scan
@@ -76,7 +75,7 @@ def scan_config_command(
     opts = options if options is not None else ScanOptions(**kwargs)  # type: ignore[arg-type]
     write_scan_outputs(report, out)
     if opts.write_best and report.selection is not None:
-        (name,) = parse_params(opts.param)
+        (name,) = parse_grid(opts.param)
         sel = report.selection
         why = (
             f"Selected {name} = {sel.alpha:g} by {sel.reason} from the scan in `{out}` "

@@ -91,31 +91,56 @@ def _grid_points(grid: Mapping[str, Sequence[float]] | None) -> list[dict[str, f
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
+def parse_values(text: str | Sequence[object], flag: str) -> list[float]:
+    """'0.3,0.5' or '0:1:0.25' (start:stop:step, both ends included, the stop added when the
+    steps miss it) or a list of those: sorted, de-duplicated (rounded to 10 decimals), finite.
+    The one reader of coefficient lists: `--param` values and `scan --alphas`; `flag` names
+    the option in errors."""
+    if isinstance(text, str):
+        items = [p for p in text.split(",") if p.strip()]
+    else:
+        items = [str(x) for x in text]
+    out: list[float] = []
+    for item in items:
+        if ":" in item:
+            parts = item.split(":")
+            if len(parts) != 3:
+                raise SgMergeError(f"{flag} {item!r}: write START:STOP:STEP, e.g. 0:1:0.1")
+            start, stop, step = (_finite(p, flag) for p in parts)
+            if step <= 0 or stop < start:
+                raise SgMergeError(f"{flag} {item!r}: STEP must be > 0 and STOP >= START")
+            n = math.floor((stop - start) / step + 1e-9)
+            out += [start + i * step for i in range(n + 1)]
+            out += [stop] if start + n * step < stop - 1e-9 else []
+        else:
+            out.append(_finite(item, flag))
+    if not out:
+        raise SgMergeError(f"{flag}: no value given")
+    return sorted({round(a, 10) for a in out})
+
+
+def _finite(text: str, flag: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v):
+        raise SgMergeError(f"{flag}: {text!r} is not a number")
+    return v
+
+
 def parse_grid(items: Sequence[str]) -> dict[str, list[float]]:
-    """`--param` values as a grid: 'lambda=0.3,0.5,0.7' or 'lambda=0:1:0.25' (start:stop:step,
-    stop included when the steps land on it); repeat for a product of several parameters."""
+    """`--param` values as a grid: 'lambda=0.3,0.5,0.7' or 'lambda=0:1:0.25' (read as
+    `scan --alphas`, `parse_values`); repeat for a product of several parameters."""
     grid: dict[str, list[float]] = {}
     for item in items:
         name, sep, vals = item.partition("=")
         name = name.strip()
-        try:
-            if not sep or not name or not vals.strip():
-                raise ValueError
-            if ":" in vals:
-                lo, hi, step = (float(x) for x in vals.split(":"))
-                if step <= 0 or hi < lo:
-                    raise ValueError
-                n = math.floor((hi - lo) / step + 1e-9) + 1
-                values = [round(lo + i * step, 12) for i in range(n)]
-            else:
-                values = [float(v) for v in vals.split(",") if v.strip()]
-        except ValueError:
-            raise SgMergeError(
-                f"--param {item!r}: write NAME=V1,V2,... or NAME=START:STOP:STEP"
-            ) from None
-        if not all(math.isfinite(v) for v in values) or name in grid:
-            raise SgMergeError(f"--param {item!r}: finite values, each parameter once")
-        grid[name] = values
+        if not sep or not name or not vals.strip():
+            raise SgMergeError(f"--param {item!r}: write NAME=V1,V2,... or NAME=START:STOP:STEP")
+        if name in grid:
+            raise SgMergeError(f"--param {name}: given twice; list all its values in one --param")
+        grid[name] = parse_values(vals, f"--param {name}")
     return grid
 
 

@@ -22,14 +22,13 @@ from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import Evaluator
 from mergekit_sg.io.progress import Progress
 from mergekit_sg.merge.memory import LAMBDA, merged_state_dict
-from mergekit_sg.merge.merge import as_spec, check_config, check_inputs
+from mergekit_sg.merge.merge import as_spec, check_config, check_inputs, parse_grid
 from mergekit_sg.merge.mergekit_config import MergeSpec
 from mergekit_sg.merge.methods import get_method
 from mergekit_sg.merge.methods.task_arithmetic import TaskArithmeticFamily
 from mergekit_sg.models.adapters import load_model
 from mergekit_sg.models.linear_path import checkpoint_names, lambda_path, load_live
 from mergekit_sg.options import build_options
-from mergekit_sg.path.alphas import parse_params
 from mergekit_sg.path.run import (
     ScanOptions,
     ScanReport,
@@ -81,7 +80,7 @@ def scan_param(
     select the best value (by the scan's rules); the values are the given ones (no endpoints
     are added: density 0 is not a merge)."""
     opts: ScanOptions = build_options(ScanOptions, options, kwargs)
-    grid = parse_params(opts.param)
+    grid = parse_grid(opts.param)
     if len(grid) != 1:
         raise SgMergeError("scan --config: give exactly one --param NAME=VALUES (the coefficient)")
     ((name, values),) = grid.items()
