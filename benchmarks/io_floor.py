@@ -7,7 +7,7 @@ files), and do the same durability work as `sgmerge` (fsync each file and the di
 the window before it and drops it from the page cache, as sgmerge's writer does.
 
     python io_floor.py --out DIR [--k K] [--no-fsync] [--writeback plain|behind] \
-        --pre FILES... --ft FILES...
+        --pre FILES... --ft FILES... [--extra FILES...]...
 """
 
 from __future__ import annotations
@@ -61,13 +61,25 @@ def _pwrite(fd: int, buf: memoryview, offset: int) -> None:
         done += os.pwrite(fd, buf[done:], offset + done)
 
 
-def floor(pre: list[Path], ft: list[Path], out: Path, k: int, fsync: bool, mode: str) -> None:
-    """Read pre[i] and ft[i] once, chunk by chunk, writing ft[i]'s bytes to K output files."""
+def floor(
+    pre: list[Path],
+    ft: list[Path],
+    out: Path,
+    k: int,
+    fsync: bool,
+    mode: str,
+    extra: list[list[Path]] | None = None,
+) -> None:
+    """Read pre[i] and ft[i] (and each extra[j][i]: more inputs of an N-model merge) once,
+    chunk by chunk, writing ft[i]'s bytes to K output files."""
     out.mkdir(parents=True, exist_ok=True)
     a, b = mmap.mmap(-1, CHUNK), mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT needs
     va, vb = memoryview(a), memoryview(b)
+    vx = memoryview(mmap.mmap(-1, CHUNK))
+    extra = extra or []
     for i, (p, f) in enumerate(zip(pre, ft, strict=True)):
         fa, fb = os.open(p, os.O_RDONLY), os.open(f, os.O_RDONLY)
+        fx = [os.open(e[i], os.O_RDONLY) for e in extra]
         paths = [out / f"out{j}-{i}.bin" for j in range(k)]
         outs = [os.open(q, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) for q in paths]
         direct = [os.open(q, os.O_WRONLY | os.O_DIRECT) for q in paths] if mode == "direct" else []
@@ -78,6 +90,8 @@ def floor(pre: list[Path], ft: list[Path], out: Path, k: int, fsync: bool, mode:
         while off < size:
             n = _pread(fb, vb, off)
             _pread(fa, va, off)
+            for x in fx:
+                _pread(x, vx, off)
             aligned = n // 4096 * 4096 if direct else 0
             for j, o in enumerate(outs):
                 if aligned:
@@ -97,6 +111,8 @@ def floor(pre: list[Path], ft: list[Path], out: Path, k: int, fsync: bool, mode:
             os.close(d)
         os.close(fa)
         os.close(fb)
+        for x in fx:
+            os.close(x)
     if fsync:
         fd = os.open(out, os.O_RDONLY)
         os.fsync(fd)
@@ -111,8 +127,12 @@ def main() -> None:
     ap.add_argument("--writeback", choices=["direct", "behind", "plain"], default="direct")
     ap.add_argument("--pre", type=Path, nargs="+", required=True)
     ap.add_argument("--ft", type=Path, nargs="+", required=True)
+    ap.add_argument(
+        "--extra", type=Path, nargs="+", action="append", default=[],
+        help="the shards of one more input (repeatable), shaped like --ft's",
+    )  # fmt: skip
     args = ap.parse_args()
-    floor(args.pre, args.ft, args.out, args.k, not args.no_fsync, args.writeback)
+    floor(args.pre, args.ft, args.out, args.k, not args.no_fsync, args.writeback, args.extra)
 
 
 if __name__ == "__main__":

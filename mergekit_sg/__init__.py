@@ -3,23 +3,23 @@
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.checkpoint import Checkpoint, open_checkpoint
 from mergekit_sg.merge.inspect import diff_checkpoints, inspect_checkpoint
-from mergekit_sg.merge.interpolate import InterpolateResult
+from mergekit_sg.merge.interpolate import InterpolateResult, interpolate
 from mergekit_sg.merge.math import lerp
+from mergekit_sg.merge.merge import MergeResult, merge
 from mergekit_sg.merge.options import InterpolateOptions
-
-# the merge with an open_clip classifier's head (classifier_head.safetensors) when both have one
-from mergekit_sg.models.clip_classifier import interpolate_with_head as interpolate
 from mergekit_sg.version import __version__
 
 __all__ = [
     "Checkpoint",
     "InterpolateOptions",
     "InterpolateResult",
+    "MergeResult",
     "SgMergeError",
     "__version__",
     "diff_checkpoints",
     "inspect_checkpoint",
     "interpolate",
     "lerp",
+    "merge",
     "open_checkpoint",
 ]

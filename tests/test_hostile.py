@@ -435,7 +435,7 @@ def test_input_deleted_during_the_merge_still_merges_what_was_opened(
     over) after that changes neither the weights nor the hashes in the card."""
     import hashlib
 
-    from mergekit_sg.merge import interpolate as mod
+    from mergekit_sg.merge import output as mod  # write_plan calls the executor
 
     src = tmp_path / "src"
     src.mkdir()

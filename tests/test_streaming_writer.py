@@ -29,7 +29,7 @@ from mergekit_sg.io import (
 )
 from mergekit_sg.io import safetensors_write as sw
 from mergekit_sg.merge import executor
-from mergekit_sg.merge import interpolate as interpolate_mod
+from mergekit_sg.merge import output as output_mod
 from mergekit_sg.merge.interpolate import interpolate
 
 DTYPES = [
@@ -247,7 +247,7 @@ def test_multi_alpha_equals_single_runs_byte_for_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
     monkeypatch.setattr(
-        interpolate_mod, "execute", functools.partial(executor.execute, chunk_elems=chunk)
+        output_mod, "execute", functools.partial(executor.execute, chunk_elems=chunk)
     )
     pre, ft = _pair(tmp_path)
     alphas = [0.0, 0.3, 0.5, 1.0]
@@ -266,9 +266,7 @@ def test_multi_alpha_equals_single_runs_byte_for_byte(
 def test_values_are_the_formula_rounded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Chunked or not, every value is torch.lerp's float32 result rounded once, and the
     endpoints are the inputs bit for bit."""
-    monkeypatch.setattr(
-        interpolate_mod, "execute", functools.partial(executor.execute, chunk_elems=777)
-    )
+    monkeypatch.setattr(output_mod, "execute", functools.partial(executor.execute, chunk_elems=777))
     pre, ft = _pair(tmp_path)
     res = interpolate(pre, ft, tmp_path / "out", alpha=[0.0, 0.25, 1.0], model_card=False)
 
@@ -391,17 +389,17 @@ def test_device_path_logic_gives_the_cpu_bytes(tmp_path: Path, monkeypatch: pyte
     pre, ft = _pair(tmp_path)
     kw = {"max_shard_size": "40KB", "model_card": False}
     monkeypatch.setattr(
-        interpolate_mod, "execute", functools.partial(executor.execute, chunk_elems=1000)
+        output_mod, "execute", functools.partial(executor.execute, chunk_elems=1000)
     )
     want = interpolate(pre, ft, tmp_path / "cpu", alpha=[0.0, 0.3, 0.7], **kw)
     calls = {"n": 0}
-    lerp_device = executor._Executor._lerp_cuda
+    lerp_device = executor._Executor._merge_cuda
 
     def counted(self: executor._Executor, *a: object) -> None:
         calls["n"] += 1
         lerp_device(self, *a)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(executor._Executor, "_lerp_cpu", counted)
+    monkeypatch.setattr(executor._Executor, "_merge_cpu", counted)
     got = interpolate(pre, ft, tmp_path / "dev", alpha=[0.0, 0.3, 0.7], **kw)
     assert calls["n"] > 10  # every interpolated chunk went through the device path
     for a in (0.0, 0.3, 0.7):

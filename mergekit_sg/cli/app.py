@@ -38,6 +38,8 @@ _NO_ARGS = tuple(
 # (the import-graph test reads the module names of this literal table as edges)
 COMMANDS = {
     "interpolate": ("mergekit_sg.cli.interpolate", "interpolate_cmd"),
+    "merge": ("mergekit_sg.cli.merge", "merge_cmd"),
+    "soup": ("mergekit_sg.cli.soup", "soup_cmd"),
     "inspect": ("mergekit_sg.cli.inspect", "inspect_cmd"),
     "diff": ("mergekit_sg.cli.diff", "diff_cmd"),
     "scan": ("mergekit_sg.cli.scan", "scan_cmd"),

@@ -10,25 +10,46 @@ import typer
 from mergekit_sg.cli.common import console
 from mergekit_sg.cli.flags import with_options
 from mergekit_sg.commands.lmc import LmcOptions, lmc_command, lmc_table
-from mergekit_sg.commands.scan import ScanOptions, scan_command, scan_table
+from mergekit_sg.commands.scan import (
+    ScanOptions,
+    scan_command,
+    scan_config_command,
+    scan_table,
+)
+from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.progress import make_progress
 
 
 @with_options(ScanOptions)
 def scan_cmd(
-    pretrained: Annotated[str, typer.Argument(help="Pretrained (zero-shot) checkpoint.")],
-    finetuned: Annotated[str, typer.Argument(help="Fine-tuned checkpoint.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results and plots.")],
+    pretrained: Annotated[
+        str | None, typer.Argument(help="Pretrained (zero-shot) checkpoint (not with --config).")
+    ] = None,
+    finetuned: Annotated[
+        str | None, typer.Argument(help="Fine-tuned checkpoint (not with --config).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     *,
     options: ScanOptions,
 ) -> None:
-    """Evaluate speciality and generality at every alpha, pick the best, plot the trade-off."""
-    report = scan_command(pretrained, finetuned, out, options, make_progress(quiet))
+    """Evaluate speciality and generality at every alpha, pick the best, plot the trade-off;
+    with --config CFG --param NAME=VALUES, along a merge method's coefficient instead."""
+    if options.config:
+        if pretrained or finetuned:
+            raise SgMergeError(
+                "scan --config takes no PRETRAINED FINETUNED (the config names them)"
+            )
+        report = scan_config_command(options.config, out, options, make_progress(quiet))
+    elif pretrained is None or finetuned is None:
+        raise SgMergeError("scan: give PRETRAINED FINETUNED, or --config CFG --param NAME=VALUES")
+    else:
+        report = scan_command(pretrained, finetuned, out, options, make_progress(quiet))
     console.print(scan_table(report))
+    what = "alpha" if not options.config else "".join(options.param).partition("=")[0]
     if report.selection:
         console.print(
-            f"selected alpha = [bold]{report.selection.alpha:g}[/] ({report.selection.reason})"
+            f"selected {what} = [bold]{report.selection.alpha:g}[/] ({report.selection.reason})"
         )
     elif report.note:
         console.print(f"[yellow]no alpha selected[/]: {report.note}")

@@ -9,10 +9,12 @@ from mergekit_sg.commands import (
     fisher,
     interpolate,
     lmc,
+    merge,
     mergetune,
     prompt_benchmark,
     push,
     scan,
+    soup,
 )
 from mergekit_sg.commands.recipe import RecipeCommand, plugin_commands
 
@@ -20,6 +22,8 @@ BUILTIN: dict[str, RecipeCommand] = {
     c.name: c
     for c in (
         interpolate.RECIPE,
+        merge.RECIPE,
+        soup.RECIPE,
         scan.RECIPE,
         lmc.RECIPE,
         lmc.MERGETUNE_RECIPE,

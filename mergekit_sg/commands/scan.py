@@ -9,11 +9,20 @@ from pathlib import Path
 from mergekit_sg.commands.recipe import RecipeContext, RecipeResult, recipe_command
 from mergekit_sg.io.card import CardExtras, Evidence
 from mergekit_sg.io.progress import Progress
+from mergekit_sg.merge.merge import merge, parse_grid
 from mergekit_sg.models.clip_classifier import interpolate_with_head
+from mergekit_sg.path.param_scan import scan_param
 from mergekit_sg.path.report import scan_table, write_scan_outputs
 from mergekit_sg.path.run import ScanOptions, ScanReport, scan
 
-__all__ = ["RECIPE", "ScanOptions", "ScanReport", "scan_command", "scan_table"]
+__all__ = [
+    "RECIPE",
+    "ScanOptions",
+    "ScanReport",
+    "scan_command",
+    "scan_config_command",
+    "scan_table",
+]
 
 
 def scan_command(
@@ -48,6 +57,46 @@ def scan_command(
             extras=CardExtras(evidence=(evidence,)),
         )
     return report
+
+
+def scan_config_command(
+    config: str | Path,
+    out: str | Path,
+    options: ScanOptions | None = None,
+    progress: Progress | None = None,
+    evaluators: list | None = None,
+    **kwargs: object,
+) -> ScanReport:
+    """`sgmerge scan --config CFG --param NAME=VALUES`: the scan of a merge method's
+    coefficient, its report files, and with --write-best the merge at the selected value (its
+    card says why)."""
+    out = Path(out)
+    report = scan_param(config, out, options, evaluators, progress, **kwargs)
+    opts = options if options is not None else ScanOptions(**kwargs)  # type: ignore[arg-type]
+    write_scan_outputs(report, out)
+    if opts.write_best and report.selection is not None:
+        (name,) = parse_grid(opts.param)
+        sel = report.selection
+        why = (
+            f"Selected {name} = {sel.alpha:g} by {sel.reason} from the scan in `{out}` "
+            f"(results.csv there).\n\n" + scan_markdown(report.result.rows())
+        )
+        report.best = merge(
+            config,
+            opts.write_best,
+            grid={name: [sel.alpha]},
+            force=opts.force,
+            card_sections=[(f"Why {name} = {sel.alpha:g}", why)],
+        )
+    return report
+
+
+def scan_markdown(rows: list[dict[str, float | None]]) -> str:
+    """A markdown table of scan rows."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    cell = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+    return "\n".join(head + ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows])
 
 
 def _scan_recipe(

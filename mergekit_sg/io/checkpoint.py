@@ -4,17 +4,14 @@ bytes are read when asked for, in whole or by element range, and not kept."""
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.io.dtypes import itemsize
-from mergekit_sg.io.hashing import fd_sha256, file_sha256
 from mergekit_sg.io.index import Index, read_index
+from mergekit_sg.io.lazy import Checkpoint, TensorInfo
 from mergekit_sg.io.pickle_read import load_pickle_state_dict
 from mergekit_sg.io.reference import Resolved, resolve
 from mergekit_sg.io.safetensors_read import SafetensorsFile, open_regular
@@ -33,129 +30,17 @@ DIR_LAYOUTS = (
     ("open_clip_pytorch_model.bin", "pytorch"),
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+# Weight files beside a model folder's main weights that belong to the model, with the
+# metadata file that goes with each: an open_clip classifier's head (see
+# models/clip_classifier.py). Opened with `open_checkpoint(..., side_weights=True)`, their
+# tensors are part of the checkpoint, tagged with the file (`TensorInfo.group`), so a merge
+# merges them by the same plan in the same pass and writes them back to a file of that name.
+SIDE_WEIGHT_FILES = {"classifier_head.safetensors": "classifier_head.json"}
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """What is known about a tensor before reading it."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    file_index: int
-    offset: int  # absolute byte offset in a safetensors file; -1 for pickles
-    raw_name: str
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * itemsize(self.dtype)
-
-
-@dataclass
-class Checkpoint:
-    """Lazy view of one checkpoint (single file, sharded directory, pickle or Hub snapshot)."""
-
-    source: Resolved
-    format: str
-    files: list[Path]
-    tensors: dict[str, TensorInfo]
-    aliases: dict[str, str] = field(default_factory=dict)
-    metadata: dict[str, str] = field(default_factory=dict)
-    _st: list[SafetensorsFile | None] = field(default_factory=list, repr=False)
-    _pt: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    _fds: list[int] = field(default_factory=list, repr=False)  # pickles' open descriptors
-
-    @property
-    def ref(self) -> str:
-        return self.source.ref
-
-    @property
-    def root(self) -> Path:
-        """The directory that holds the side files (config, tokenizer, ...)."""
-        p = self.source.path
-        return p if p.is_dir() else p.parent
-
-    @property
-    def side_dir(self) -> Path | None:
-        return self.source.path if self.source.path.is_dir() else None
-
-    @property
-    def num_params(self) -> int:
-        return sum(t.numel for t in self.tensors.values())
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
-
-    @property
-    def kind(self) -> str:
-        """'open_clip', 'transformers' or 'torch', from side files and key names."""
-        side = self.side_dir
-        if side is not None and (side / "open_clip_config.json").exists():
-            return "open_clip"
-        names = self.tensors.keys()
-        if "logit_scale" in names and any(n.startswith("visual.") for n in names):
-            return "open_clip"
-        if side is not None and (side / "config.json").exists():
-            return "transformers"
-        return "torch"
-
-    def read(self, name: str) -> torch.Tensor:
-        """The whole tensor (a fresh CPU tensor for safetensors, a mapped view for pickles)."""
-        info = self.tensors[name]
-        if info.offset < 0:
-            return self._pt[info.raw_name]
-        st = self._st[info.file_index]
-        assert st is not None
-        return st.read(info.raw_name)
-
-    def read_flat(
-        self, name: str, start: int, count: int, scratch: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Elements [start, start+count) of the flat tensor; fills `scratch` (uint8) if given."""
-        info = self.tensors[name]
-        if info.offset < 0:
-            t = self._pt[info.raw_name]
-            return t.reshape(-1)[start : start + count]
-        st = self._st[info.file_index]
-        assert st is not None
-        size = itemsize(info.dtype)
-        nbytes = count * size
-        buf = scratch[:nbytes] if scratch is not None else torch.empty(nbytes, dtype=torch.uint8)
-        st.pread_into(info.offset + start * size, buf)
-        return buf.view(info.dtype)
-
-    def file_hashes(self) -> dict[str, str]:
-        """SHA-256 of every weight file, read through the descriptors the data is read from."""
-        out = {}
-        for i, p in enumerate(self.files):
-            st = self._st[i] if i < len(self._st) else None
-            fd = st.fileno() if st is not None else self._fds[i] if i < len(self._fds) else None
-            rel = str(p.relative_to(self.root))
-            out[rel] = fd_sha256(fd, p) if fd is not None else file_sha256(p)  # other readers
-        return out
-
-    def close(self) -> None:
-        for st in self._st:
-            if st is not None:
-                st.close()
-        fds, self._fds = self._fds, []
-        for fd in fds:
-            os.close(fd)
-
-    def __enter__(self) -> Checkpoint:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def open_checkpoint(ref: str | Path | Checkpoint) -> Checkpoint:
-    """Open a checkpoint reference lazily: only headers are read here."""
+def open_checkpoint(ref: str | Path | Checkpoint, side_weights: bool = False) -> Checkpoint:
+    """Open a checkpoint reference lazily: only headers are read here. With `side_weights`,
+    a folder's SIDE_WEIGHT_FILES beside its weights are part of it (group = the file name)."""
     if isinstance(ref, Checkpoint):
         return ref
     resolved = resolve(str(ref))
@@ -166,12 +51,42 @@ def open_checkpoint(ref: str | Path | Checkpoint) -> Checkpoint:
     else:
         fmt, files = _file_format(path), [path]
     if fmt.startswith("safetensors"):
-        return _open_safetensors(resolved, fmt, files, index)
-    if fmt == "gguf":  # dequantised per tensor on read (io/gguf_read.py)
+        ck = _open_safetensors(resolved, fmt, files, index)
+    elif fmt == "gguf":  # dequantised per tensor on read (io/gguf_read.py)
         from mergekit_sg.io.gguf_read import open_gguf
 
         return open_gguf(resolved)
-    return _open_pickles(resolved, fmt, files, index)
+    else:
+        ck = _open_pickles(resolved, fmt, files, index)
+    if side_weights and path.is_dir():
+        try:
+            add_side_weights(ck, path)
+        except BaseException:
+            ck.close()
+            raise
+    return ck
+
+
+def add_side_weights(ck: Checkpoint, path: Path | None = None) -> Checkpoint:
+    """Add the SIDE_WEIGHT_FILES beside `ck`'s folder to it (once); returns `ck`."""
+    path = path or ck.side_dir
+    if path is None:
+        return ck
+    for name in SIDE_WEIGHT_FILES:
+        f = path / name
+        if not f.is_file() or f in ck.files:
+            continue
+        reader = SafetensorsFile(f)
+        clash = [n for n in reader.entries if n in ck.tensors or n in ck.aliases]
+        if clash:
+            reader.close()
+            raise SgMergeError(f"{f}: tensor {clash[0]!r} is also in the model's weights")
+        idx = len(ck.files)
+        ck.files.append(f)
+        ck._st.append(reader)
+        for n, e in reader.entries.items():
+            ck.tensors[n] = TensorInfo(n, e.shape, e.dtype, idx, e.begin, n, name)
+    return ck
 
 
 def _check_index(index: Index | None, held: dict[Path, set[str]]) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.io.checkpoint import Checkpoint, TensorInfo
+from mergekit_sg.io.lazy import Checkpoint, TensorInfo
 from mergekit_sg.io.reference import Resolved
 
 MAGIC = b"GGUF"

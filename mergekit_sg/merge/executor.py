@@ -1,7 +1,9 @@
-"""The streaming executor: a reader thread fills reusable buffers in file order, the caller's
-thread computes every alpha of a chunk, a writer thread puts bytes at their final offsets.
-Memory is a few fixed chunk buffers whatever the model size; inputs are read once for all
-alphas. On CUDA the buffers are pinned, each chunk goes to the GPU and back with non-blocking
+"""The streaming executor, the one every merge method runs through: a reader thread fills
+reusable buffers with aligned chunks of the N inputs in file order, the caller's thread
+computes every output of a chunk with the plan's method (after the method's statistics step,
+once per tensor, where it has one), a writer thread puts bytes at their final offsets. Memory
+is a few fixed chunk buffers whatever the model size; inputs are read once for all outputs.
+On CUDA the buffers are pinned, each chunk goes to the GPU and back with non-blocking
 copies, and the reader and writer threads keep the disk busy meanwhile."""
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from dataclasses import dataclass
 import torch
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.io.checkpoint import Checkpoint
 from mergekit_sg.io.dtypes import itemsize
 from mergekit_sg.io.progress import NullProgress, Progress
 from mergekit_sg.io.safetensors_write import (
@@ -25,7 +26,8 @@ from mergekit_sg.io.safetensors_write import (
     aligned_empty,
     placed_start,
 )
-from mergekit_sg.merge.math import lerp_into
+from mergekit_sg.merge.methods import ChunkCtx, Params
+from mergekit_sg.merge.methods.base import Reader
 from mergekit_sg.merge.plan import MergePlan, PlanEntry
 
 CHUNK_ELEMS = 1 << 22  # 4M elements: the unit other streaming passes (inspect) use
@@ -149,8 +151,9 @@ def _pool(count: int, nbytes: int, pin: bool, align: int = 0) -> queue.Queue:
     return q
 
 
-# An input chunk as the reader hands it over: chunk, pre data and lease, ft data and lease.
-_InItem = tuple[_Chunk, torch.Tensor, _Lease, torch.Tensor | None, _Lease | None]
+# An input chunk as the reader hands it over: the chunk, then per slot its data and lease
+# (None for slots not read: a copied tensor reads its one source slot only).
+_InItem = tuple[_Chunk, list[torch.Tensor | None], list[_Lease | None]]
 
 
 class _Executor:
@@ -159,53 +162,57 @@ class _Executor:
     def __init__(
         self,
         plan: MergePlan,
-        pre: Checkpoint,
-        ft: Checkpoint,
         writers: list[StreamingWriter],
         device: str,
         progress: Progress,
         chunk_elems: int | None,
         strict: bool = False,
+        names: list[str] | None = None,
     ) -> None:
-        self.plan, self.pre, self.ft, self.writers = plan, pre, ft, writers
+        self.plan, self.writers = plan, writers
+        self.sources = plan.sources
+        self.method = plan.method
         self.strict = strict
-        self.nonfinite: dict[str, None] = {}  # "NAME (role)" of inputs holding NaN or inf
+        self.names = names or [ck.ref for ck in plan.sources]
+        self.nonfinite: dict[str, None] = {}  # "NAME (source)" of inputs holding NaN or inf
         self.progress = progress
         # Output order: every file is then written front to back (the O_DIRECT path); the
-        # inputs are still read mostly in order, as the outputs follow the fine-tuned layout.
+        # inputs are still read mostly in order, as the outputs follow an input's layout.
         self.entries = sorted(plan.entries, key=lambda e: writers[0].position(e.name))
         self.dev = torch.device(device)
         self.cuda = self.dev.type == "cuda"
         es = plan.entries
-        max_in = max([1] + [itemsize(pre.tensors[e.src_pre].dtype) for e in es])
-        max_in = max([max_in] + [itemsize(ft.tensors[e.src_ft].dtype) for e in es])
+        max_in = max(
+            [1] + [itemsize(self.sources[i].tensors[n].dtype) for e in es for i, n in _slots(e)]
+        )
         max_out = max([1] + [itemsize(e.out_dtype) for e in es])
         self.chunk_elems = n = chunk_elems or max(1, CHUNK_BYTES // max(max_in, max_out))
-        self.pools = {
-            "pre": _pool(IN_BUFFERS, n * max_in, self.cuda),
-            "ft": _pool(IN_BUFFERS, n * max_in, self.cuda),
-        }
+        n_slots = max([1] + [len(e.slots) for e in es])
+        self.pools = [_pool(IN_BUFFERS, n * max_in, self.cuda) for _ in range(n_slots)]
         # outputs are computed where the writer sends them to the disk from (placed_start)
         self.out_pool = _pool(OUT_BUFFERS, n * max_out + 2 * PLACED_ALIGN, self.cuda, PLACED_ALIGN)
         self.q_in: queue.Queue = queue.Queue(maxsize=IN_BUFFERS)
         self.q_out: queue.Queue = queue.Queue(maxsize=OUT_BUFFERS + 2 * len(writers))
         self.pipe = _Pipeline()
+        self._stats: dict[tuple[str, object], object] = {}
 
     # --- reader thread -------------------------------------------------------------------
-    def _read(self, side: str, ck: Checkpoint, name: str, c: _Chunk) -> tuple[torch.Tensor, _Lease]:
+    def _read(self, k: int, e: PlanEntry, c: _Chunk) -> tuple[torch.Tensor, _Lease]:
+        i, name = e.slots[k]  # type: ignore[misc]
+        ck = self.sources[i]
         if ck.tensors[name].offset < 0:  # pickle: already a mapped view
             t, lease = ck.read_flat(name, c.start, c.count), _Lease(None, None)
         else:
-            pool = self.pools[side]
+            pool = self.pools[k]
             buf = self.pipe.get(pool)
             t, lease = ck.read_flat(name, c.start, c.count, scratch=buf), _Lease(buf, pool)
-        self._check_finite(side, name, t)
+        self._check_finite(i, name, t)
         return t, lease
 
-    def _check_finite(self, side: str, name: str, t: torch.Tensor) -> None:
+    def _check_finite(self, i: int, name: str, t: torch.Tensor) -> None:
         """Note an input chunk holding NaN or inf (one pass over the chunk, in the reader
         thread, which waits on the disk anyway); with `strict` that is an error at once."""
-        role = "pretrained" if side == "pre" else "finetuned"
+        role = self.names[i]
         key = f"{name} ({role})"
         if t.dtype not in _CHECKED or key in self.nonfinite or t.numel() == 0:
             return
@@ -220,19 +227,25 @@ class _Executor:
             )
         self.nonfinite[key] = None
 
+    def _needed(self, e: PlanEntry) -> list[int]:
+        """The slots a chunk of `e` needs: the copied one, or those some output computes from
+        (an output that is one input exactly needs only that one)."""
+        if e.params is None:
+            return [e.copy_slot]
+        ids = [self.method.identity(p, len(e.slots)) for p in e.params]
+        if all(i is not None for i in ids):
+            return sorted(set(ids))  # type: ignore[arg-type]
+        return list(range(len(e.slots)))
+
     def reader(self) -> None:
-        """Read every chunk in output order; one side only for copied tensors."""
+        """Read every chunk in output order, only the slots it needs."""
         for c in _chunks(self.entries, self.chunk_elems):
             e = c.entry
-            if e.rule.kind == "copy":
-                pre_side = e.rule.side == "pretrained"
-                ck, name = (self.pre, e.src_pre) if pre_side else (self.ft, e.src_ft)
-                a, la = self._read("pre" if pre_side else "ft", ck, name, c)
-                self.pipe.put(self.q_in, (c, a, la, None, None))
-            else:
-                a, la = self._read("pre", self.pre, e.src_pre, c)
-                b, lb = self._read("ft", self.ft, e.src_ft, c)
-                self.pipe.put(self.q_in, (c, a, la, b, lb))
+            xs: list[torch.Tensor | None] = [None] * len(e.slots)
+            leases: list[_Lease | None] = [None] * len(e.slots)
+            for k in self._needed(e):
+                xs[k], leases[k] = self._read(k, e, c)
+            self.pipe.put(self.q_in, (c, xs, leases))
         self.pipe.put(self.q_in, _DONE)
 
     # --- writer thread -------------------------------------------------------------------
@@ -270,25 +283,59 @@ class _Executor:
         out.copy_(src)
         self.pipe.put(self.q_out, (k, c, out, out_lease, start))
 
-    def _lerp_cpu(self, c: _Chunk, a: torch.Tensor, b: torch.Tensor) -> None:
-        for k, alpha in enumerate(c.entry.rule.alphas):
-            if alpha in (0.0, 1.0):
-                continue
+    def _reader_for(self, e: PlanEntry) -> Reader:
+        """Whole-tensor access for a statistics step: any slot, any range, compute dtype."""
+        cd = self.plan.compute_dtype
+
+        def read(k: int, start: int, count: int) -> torch.Tensor:
+            i, name = e.slots[k]  # type: ignore[misc]
+            return self.sources[i].read_flat(name, start, count).to(cd, copy=True)
+
+        return read
+
+    def _stats_for(self, e: PlanEntry, p: Params, ctx: ChunkCtx) -> object:
+        key = self.method.stats_key(p)
+        if key is None:
+            return None
+        if (e.name, key) not in self._stats:
+            self._stats[(e.name, key)] = self.method.stats(
+                self._reader_for(e), ctx, p, len(e.slots)
+            )
+        return self._stats[(e.name, key)]
+
+    def _todo(self, c: _Chunk) -> list[tuple[int, Params, object, ChunkCtx]]:
+        """The outputs of this chunk to compute (not endpoints), with their statistics."""
+        e = c.entry
+        assert e.params is not None
+        ctx = ChunkCtx(e.name, e.numel, c.start, self.plan.seed)
+        todo = []
+        for k, p in enumerate(e.params):
+            if self.method.identity(p, len(e.slots)) is None:
+                todo.append((k, p, self._stats_for(e, p, ctx), ctx))
+        if c.last:  # the statistics of a tensor are needed by its chunks only
+            for key in [key for key in self._stats if key[0] == e.name]:
+                del self._stats[key]
+        return todo
+
+    def _merge_cpu(self, c: _Chunk, xs: list[torch.Tensor | None]) -> None:
+        cd = self.plan.compute_dtype
+        for k, p, stats, ctx in self._todo(c):
             out, lease, start = self._out_buffer(k, c)
-            lerp_into(out, a, b, alpha, self.plan.compute_dtype)
+            self.method.compute_into(out, xs, p, stats, ctx, cd)
             self.pipe.put(self.q_out, (k, c, out, lease, start))
 
-    def _lerp_cuda(self, c: _Chunk, a: torch.Tensor, b: torch.Tensor) -> None:
-        """Pinned chunks to the GPU and results back with non-blocking copies; one stream
+    def _merge_cuda(self, c: _Chunk, xs: list[torch.Tensor | None]) -> None:
+        """Pinned chunks to the device and results back with non-blocking copies; one stream
         sync per chunk before the pinned buffers are reused or written."""
-        alphas = [(k, al) for k, al in enumerate(c.entry.rule.alphas) if al not in (0.0, 1.0)]
-        if not alphas:
+        todo = self._todo(c)
+        if not todo:
             return
-        a_d, b_d = a.to(self.dev, non_blocking=True), b.to(self.dev, non_blocking=True)
+        cd = self.plan.compute_dtype
+        xd = [x.to(self.dev, non_blocking=True) if x is not None else None for x in xs]
         ready = []
-        for k, alpha in alphas:
+        for k, p, stats, ctx in todo:
             res = torch.empty(c.count, dtype=c.entry.out_dtype, device=self.dev)
-            lerp_into(res, a_d, b_d, alpha, self.plan.compute_dtype)
+            self.method.compute_into(res, xd, p, stats, ctx, cd)
             out, lease, start = self._out_buffer(k, c)
             out.copy_(res, non_blocking=True)
             ready.append((k, c, out, lease, start))
@@ -301,17 +348,25 @@ class _Executor:
             torch.cuda.current_stream(self.dev).synchronize()
 
     def _compute_one(self, item: _InItem) -> None:
-        c, a, la, b, lb = item
-        if b is None or lb is None:  # copied tensor
+        c, xs, leases = item
+        e = c.entry
+        if e.params is None:  # copied tensor
+            x, lease = xs[e.copy_slot], leases[e.copy_slot]
+            assert x is not None and lease is not None
             for k in range(len(self.writers)):
-                self._emit(k, c, a, la)
+                self._emit(k, c, x, lease)
         else:
-            (self._lerp_cuda if self.cuda else self._lerp_cpu)(c, a, b)
-            for k, alpha in enumerate(c.entry.rule.alphas):
-                if alpha in (0.0, 1.0):
-                    self._emit(k, c, a if alpha == 0.0 else b, la if alpha == 0.0 else lb)
-            lb.release()
-        la.release()
+            (self._merge_cuda if self.cuda else self._merge_cpu)(c, xs)
+            n = len(e.slots)
+            for k, p in enumerate(e.params):
+                i = self.method.identity(p, n)
+                if i is not None:
+                    x, lease = xs[i], leases[i]
+                    assert x is not None and lease is not None
+                    self._emit(k, c, x, lease)
+        for lease in leases:
+            if lease is not None:
+                lease.release()
 
     def compute(self) -> None:
         while (item := self.pipe.get(self.q_in)) is not _DONE:
@@ -339,23 +394,28 @@ class _Executor:
             raise self.pipe.error
 
 
+def _slots(e: PlanEntry) -> list[tuple[int, str]]:
+    return [s for s in e.slots if s is not None]
+
+
 def execute(
     plan: MergePlan,
-    pre: Checkpoint,
-    ft: Checkpoint,
     writers: list[StreamingWriter],
     device: str = "cpu",
     progress: Progress | None = None,
     chunk_elems: int | None = None,
     strict: bool = False,
+    names: list[str] | None = None,
 ) -> list[str]:
-    """Compute every output tensor of the plan and write it through `writers` (one per alpha).
+    """Compute every output tensor of the plan and write it through `writers` (one per output).
 
-    Memory is (2 * IN_BUFFERS + OUT_BUFFERS) buffers of CHUNK_BYTES, whatever the model size,
-    the dtypes or the number of alphas; `chunk_elems` overrides the chunk length (tests).
-    Returns the input tensors that hold NaN or inf ("NAME (role)"); with `strict` the first
-    such tensor is an SgMergeError instead."""
-    ex = _Executor(plan, pre, ft, writers, device, progress or NullProgress(), chunk_elems, strict)
+    Memory is (slots * IN_BUFFERS + OUT_BUFFERS) buffers of CHUNK_BYTES, whatever the model
+    size, the dtypes or the number of outputs, plus what a method's statistics step holds for
+    one tensor (at most its float32 copy); `chunk_elems` overrides the chunk length (tests).
+    Returns the input tensors that hold NaN or inf ("NAME (source)", the source named by
+    `names[i]`, default its reference); with `strict` the first such tensor is an SgMergeError
+    instead."""
+    ex = _Executor(plan, writers, device, progress or NullProgress(), chunk_elems, strict, names)
     with _torch_threads(compute_threads()):
         ex.run()
     return list(ex.nonfinite)

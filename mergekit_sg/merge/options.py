@@ -38,8 +38,28 @@ def split_floats(value: object) -> object:
     return value
 
 
-class InterpolateOptions(BaseModel):
-    """WiSE-FT: theta(alpha) = (1 - alpha) * theta_pretrained + alpha * theta_finetuned."""
+class RunOptions(BaseModel):
+    """How to run a merge (any method): where the math runs, its dtype, the output shards,
+    what goes beside the weights, and whether an existing destination is replaced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compute_dtype: Literal["float32", "float64"] = Field(
+        default="float32", description="Dtype the arithmetic is done in."
+    )
+    max_shard_size: str = Field(default="5GB", description="Largest output shard, e.g. 5GB, 2GiB.")
+    device: str = Field(default="cpu", description="Where the math runs: cpu or cuda[:N].")
+    side_files: bool = Field(default=True, description="Copy config/tokenizer files.")
+    model_card: bool = Field(default=True, description="Write a README.md model card.")
+    force: bool = Field(default=False, description="Replace an existing destination.")
+    strict: bool = Field(
+        default=False,
+        description="Refuse inputs holding NaN or inf values (default: a warning naming them).",
+    )
+
+
+class InterpolateRules(BaseModel):
+    """What WiSE-FT merges: the alphas, per-tensor rules, Fisher weighting."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -60,33 +80,6 @@ class InterpolateOptions(BaseModel):
     )
     excluded_from: Side = Field(
         default="finetuned", description="Side that excluded tensors are copied from."
-    )
-    dtype: Literal["float32", "float16", "bfloat16", "float64"] | None = Field(
-        default=None, description="Output dtype of floating tensors (default: the fine-tuned's)."
-    )
-    compute_dtype: Literal["float32", "float64"] = Field(
-        default="float32", description="Dtype the arithmetic is done in."
-    )
-    max_shard_size: str = Field(default="5GB", description="Largest output shard, e.g. 5GB, 2GiB.")
-    device: str = Field(default="cpu", description="Where the math runs: cpu or cuda[:N].")
-    open_clip_model: str | None = Field(
-        default=None,
-        description="open_clip architecture (e.g. ViT-B-16): writes open_clip_config.json.",
-    )
-    side_files: bool = Field(default=True, description="Copy config/tokenizer files.")
-    model_card: bool = Field(default=True, description="Write a README.md model card.")
-    force: bool = Field(default=False, description="Replace an existing destination.")
-    strict: bool = Field(
-        default=False,
-        description="Refuse inputs holding NaN or inf values (default: a warning naming them).",
-    )
-    push_to_hub: str | None = Field(
-        default=None,
-        description="After the merge completes, upload the output to this Hub repo (org/name) "
-        "in one commit; the token comes from HF_TOKEN or the saved login.",
-    )
-    private: bool = Field(
-        default=False, description="Create the --push-to-hub repo as private if it is new."
     )
     fisher: list[str] = Field(
         default=[],
@@ -114,3 +107,53 @@ class InterpolateOptions(BaseModel):
         if isinstance(items, (list, tuple)):
             return [p.strip() for i in items for p in str(i).split(",") if p.strip()]
         return v
+
+
+class InterpolateRun(RunOptions):
+    """How to run WiSE-FT: RunOptions plus the output dtype and the open_clip config."""
+
+    dtype: Literal["float32", "float16", "bfloat16", "float64"] | None = Field(
+        default=None, description="Output dtype of floating tensors (default: the fine-tuned's)."
+    )
+    open_clip_model: str | None = Field(
+        default=None,
+        description="open_clip architecture (e.g. ViT-B-16): writes open_clip_config.json.",
+    )
+
+
+class Delivery(BaseModel):
+    """Where a finished merge goes besides the output folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    push_to_hub: str | None = Field(
+        default=None,
+        description="After the merge completes, upload the output to this Hub repo (org/name) "
+        "in one commit; the token comes from HF_TOKEN or the saved login.",
+    )
+    private: bool = Field(
+        default=False, description="Create the --push-to-hub repo as private if it is new."
+    )
+
+
+_RULES = tuple(InterpolateRules.model_fields)
+_RUN = tuple(InterpolateRun.model_fields)
+_DELIVERY = tuple(Delivery.model_fields)
+
+
+class InterpolateOptions(Delivery, InterpolateRun, InterpolateRules):
+    """WiSE-FT: theta(alpha) = (1 - alpha) * theta_pretrained + alpha * theta_finetuned.
+
+    The flat model the CLI flags, Python keyword arguments and recipe keys of `interpolate`
+    are made from, composed of what to merge (`InterpolateRules`), how to run it
+    (`InterpolateRun`) and delivery (`Delivery`): validated once, then split with `parts`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def parts(self) -> tuple[InterpolateRules, InterpolateRun, Delivery]:
+        d = self.model_dump()
+        return (
+            InterpolateRules.model_construct(**{k: d[k] for k in _RULES}),
+            InterpolateRun.model_construct(**{k: d[k] for k in _RUN}),
+            Delivery.model_construct(**{k: d[k] for k in _DELIVERY}),
+        )

@@ -1,9 +1,17 @@
-"""The merge plan: pairs the keys of two checkpoints, validates them before anything is
-written, resolves each tensor's rule and output dtype, and keeps tied weights tied."""
+"""The merge plan: pairs the keys of the N inputs, validates them before anything is written
+(key sets, shapes, floating vs integer), resolves each tensor's method parameters per output
+(or the input it is copied from) and its output dtype, and keeps tied weights tied.
+
+A plan is method-agnostic: each entry names, per method input slot, the checkpoint and the
+stored tensor to read, and one `Params` per output. `build_plan` makes the WiSE-FT plan of
+`interpolate` (method `lerp`, or `fisher` with Fisher files); `build_merge_plan` the plan of
+any method over N inputs (`merge`)."""
 
 from __future__ import annotations
 
 import math
+import warnings as _warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -11,37 +19,62 @@ import torch
 from mergekit_sg.errors import SgMergeError, first_few
 from mergekit_sg.io.checkpoint import Checkpoint
 from mergekit_sg.io.dtypes import user_dtype
+from mergekit_sg.merge.methods import Method, Params
+from mergekit_sg.merge.methods.linear import Fisher, FisherShared, Lerp, LerpParams, Weight
 from mergekit_sg.merge.options import InterpolateOptions
 from mergekit_sg.merge.rules import TensorRule, parse_alpha_for, rule_for
 
 INTEGER_WHY = "integer: must be equal in both"
 
+# (checkpoint index in MergePlan.sources, stored tensor name), or None: no such tensor there
+Slot = tuple[int, str] | None
+
 
 @dataclass(frozen=True)
 class PlanEntry:
-    """One output tensor and where its inputs come from."""
+    """One output tensor: where each method input comes from, and per output either the
+    method's parameters or (params None) a copy of slot `copy_slot`."""
 
     name: str
     shape: tuple[int, ...]
     out_dtype: torch.dtype
-    rule: TensorRule
-    src_pre: str
-    src_ft: str
+    slots: tuple[Slot, ...]
+    params: tuple[Params, ...] | None
+    copy_slot: int = 0
+    why: str = "default"
+    group: str = ""  # "" for the main weights, else the side weight file it belongs to
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
 
+    @property
+    def copied(self) -> bool:
+        return self.params is None
+
+    @property
+    def rule(self) -> TensorRule:
+        """The entry as interpolate's rule ('copy' from a side, or 'lerp' at its alphas)."""
+        if self.params is None:
+            return TensorRule("copy", side="pretrained" if self.copy_slot == 0 else "finetuned",
+                              why=self.why)  # fmt: skip
+        alphas = tuple(float(getattr(p.shared, "alpha", math.nan)) for p in self.params)
+        return TensorRule("lerp", alphas=alphas, why=self.why)
+
 
 @dataclass
 class MergePlan:
-    """Everything the executor needs; validated, in the fine-tuned file order."""
+    """Everything the executor needs; validated, in output order."""
 
     entries: list[PlanEntry]
-    alphas: tuple[float, ...]
+    method: Method
+    sources: list[Checkpoint]
     compute_dtype: torch.dtype
+    n_outputs: int
     aliases: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    seed: int = 0
+    alphas: tuple[float, ...] = ()  # interpolate's alphas (one per output)
 
 
 def _sources(name: str, ck: Checkpoint) -> str | None:
@@ -51,75 +84,217 @@ def _sources(name: str, ck: Checkpoint) -> str | None:
     return ck.aliases.get(name)
 
 
-def build_plan(pre: Checkpoint, ft: Checkpoint, opts: InterpolateOptions) -> MergePlan:
-    alphas = tuple(opts.alpha)
-    warnings = [
-        f"alpha={a:g} is outside [0, 1]: this extrapolates beyond the endpoints"
-        for a in alphas
-        if not 0.0 <= a <= 1.0
-    ]
-    alpha_for = parse_alpha_for(opts.alpha_for)
-    warnings += [
-        f"--alpha-for {r.pattern!r}={r.alpha:g} is outside [0, 1]: extrapolation"
-        for r in alpha_for
-        if not 0.0 <= r.alpha <= 1.0
-    ]
-    names_pre = set(pre.tensors) | set(pre.aliases)
-    names_ft = set(ft.tensors) | set(ft.aliases)
-    only_ft = sorted(names_ft - names_pre)
-    only_pre = sorted(names_pre - names_ft)
-    if only_ft or only_pre:
-        parts = []
-        if only_ft:
-            parts.append(f"{len(only_ft)} key(s) only in {ft.ref}: {first_few(only_ft)}")
-        if only_pre:
-            parts.append(f"{len(only_pre)} key(s) only in {pre.ref}: {first_few(only_pre)}")
-        raise SgMergeError("checkpoints do not match: " + "; ".join(parts))
+def _names(ck: Checkpoint) -> set[str]:
+    return set(ck.tensors) | set(ck.aliases)
 
-    # Tied in both inputs (same kept tensor) -> written once and recorded as tied.
-    aliases = {a: k for a, k in ft.aliases.items() if _sources(a, pre) == _sources(k, pre)}
-    out_dtype_opt = user_dtype(opts.dtype) if opts.dtype else None
-    order = list(ft.tensors) + [a for a in ft.aliases if a not in aliases]
+
+def _group(ck: Checkpoint, name: str) -> str:
+    src = _sources(name, ck)
+    return ck.tensors[src].group if src is not None else ""
+
+
+def _common_names(cks: Sequence[Checkpoint], warn: list[str]) -> set[str]:
+    """The names every input has; a side weight file (classifier head) missing from some
+    input is left out with a warning, any other difference is an error."""
+    names = [_names(c) for c in cks]
+    groups = {(_group(c, n)) for c, ns in zip(cks, names, strict=True) for n in ns} - {""}
+    for g in sorted(groups):
+        have = [c for c, ns in zip(cks, names, strict=True) if any(_group(c, n) == g for n in ns)]
+        if len(have) < len(cks):
+            lack = [c.ref for c in cks if c not in have]
+            warn.append(
+                f"{have[0].ref} has a classification head ({g}) but {lack[0]} has none: the "
+                "head is left out and the output is a plain model"
+            )
+            names = [{n for n in ns if _group(c, n) != g} for c, ns in zip(cks, names, strict=True)]
+    ref, ref_names = cks[-1], names[-1]
+    for c, ns in zip(cks, names, strict=True):
+        only_c, only_ref = sorted(ns - ref_names), sorted(ref_names - ns)
+        if only_c or only_ref:
+            parts = []
+            if only_ref:
+                parts.append(f"{len(only_ref)} key(s) only in {ref.ref}: {first_few(only_ref)}")
+            if only_c:
+                parts.append(f"{len(only_c)} key(s) only in {c.ref}: {first_few(only_c)}")
+            raise SgMergeError("checkpoints do not match: " + "; ".join(parts))
+    return ref_names
+
+
+# resolve(name, floating) -> (params per output or None, copy_slot, why)
+Resolver = Callable[[str, bool], tuple[tuple[Params, ...] | None, int, str]]
+
+
+def plan_entries(
+    cks: Sequence[Checkpoint],
+    order: int,
+    resolve: Resolver,
+    out_dtype: torch.dtype | None,
+    warn: list[str],
+) -> tuple[list[PlanEntry], dict[str, str]]:
+    """Entries for slots `cks` (slot i reads cks[i], which is also source i), in the output
+    order of cks[order]; tensors tied in every input are written once and recorded as tied."""
+    names = _common_names(cks, warn)
+    oc = cks[order]
+    aliases = {
+        a: k
+        for a, k in oc.aliases.items()
+        if a in names and all(_sources(a, c) == _sources(k, c) for c in cks)
+    }
+    seq = [n for n in oc.tensors if n in names] + [
+        a for a in oc.aliases if a in names and a not in aliases
+    ]
     entries: list[PlanEntry] = []
     shape_bad: list[str] = []
     kind_bad: list[str] = []
-    for name in order:
-        sp, sf = _sources(name, pre), _sources(name, ft)
-        assert sp is not None and sf is not None
-        ip, i_f = pre.tensors[sp], ft.tensors[sf]
-        if ip.shape != i_f.shape:
-            shape_bad.append(f"{name} {list(ip.shape)} vs {list(i_f.shape)}")
+    for name in seq:
+        srcs = [_sources(name, c) for c in cks]
+        infos = [c.tensors[s] for c, s in zip(cks, srcs, strict=True) if s is not None]
+        shapes = {tuple(i.shape) for i in infos}
+        if len(shapes) > 1:
+            shape_bad.append(f"{name} " + " vs ".join(str(list(i.shape)) for i in infos))
             continue
-        if ip.dtype.is_floating_point != i_f.dtype.is_floating_point:
-            kind_bad.append(f"{name} ({ip.dtype} vs {i_f.dtype})")
+        if len({i.dtype.is_floating_point for i in infos}) > 1:
+            kind_bad.append(f"{name} (" + " vs ".join(str(i.dtype) for i in infos) + ")")
             continue
-        if i_f.dtype.is_floating_point:
-            rule = rule_for(name, alphas, alpha_for, opts.exclude, opts.only, opts.excluded_from)
-            out_dtype = out_dtype_opt or i_f.dtype
-        else:
-            rule = rule_for(name, alphas, [], opts.exclude, opts.only, opts.excluded_from)
-            if rule.kind == "lerp":
-                rule = TensorRule("copy", side="finetuned", why=INTEGER_WHY)
-            out_dtype = i_f.dtype
-        entries.append(PlanEntry(name, i_f.shape, out_dtype, rule, sp, sf))
+        ref = oc.tensors[_sources(name, oc)]  # type: ignore[index]
+        floating = ref.dtype.is_floating_point
+        params, copy_slot, why = resolve(name, floating)
+        dtype = (out_dtype or ref.dtype) if floating else ref.dtype
+        slots = tuple((i, s) for i, s in enumerate(srcs) if s is not None)
+        entries.append(
+            PlanEntry(name, ref.shape, dtype, slots, params, copy_slot, why, ref.group)  # type: ignore[arg-type]
+        )
     if shape_bad:
         raise SgMergeError(f"{len(shape_bad)} shape mismatch(es): {first_few(shape_bad)}")
     if kind_bad:
         raise SgMergeError(
             f"{len(kind_bad)} tensor(s) floating on one side only: {first_few(kind_bad)}"
         )
-    _check_integer_tensors(pre, ft, entries)
-    return MergePlan(entries, alphas, user_dtype(opts.compute_dtype), aliases, warnings)
+    _check_integer_tensors(cks, entries)
+    return entries, aliases
 
 
-def _check_integer_tensors(pre: Checkpoint, ft: Checkpoint, entries: list[PlanEntry]) -> None:
-    """Integer buffers cannot be interpolated: they must be equal, checked before writing."""
+def _check_integer_tensors(cks: Sequence[Checkpoint], entries: list[PlanEntry]) -> None:
+    """Integer buffers cannot be merged: they must be equal in every input, checked before
+    writing."""
     for e in entries:
-        if e.rule.why != INTEGER_WHY:
+        if e.why != INTEGER_WHY:
             continue
-        a, b = pre.read(e.src_pre), ft.read(e.src_ft)
-        if a.dtype != b.dtype or not torch.equal(a, b):
+        first = None
+        for c, s in zip(cks, e.slots, strict=True):
+            assert s is not None
+            t = c.read(s[1])
+            if first is None:
+                first = t
+            elif t.dtype != first.dtype or not torch.equal(t, first):
+                raise SgMergeError(
+                    f"integer tensor {e.name!r} differs between {cks[0].ref} and {c.ref}; "
+                    "integer buffers cannot be interpolated (use --exclude to copy one side)"
+                )
+
+
+# --- interpolate's plan ------------------------------------------------------------------------
+
+
+def _rule_params(rule: TensorRule, fisher: tuple[float, bool] | None) -> tuple[Params, ...]:
+    if fisher is None:
+        return tuple(Params(LerpParams(alpha=a), (None, None)) for a in rule.alphas)
+    floor, _ = fisher
+    return tuple(
+        Params(FisherShared(fisher_floor=floor), (Weight(weight=1.0 - a), Weight(weight=a)))
+        for a in rule.alphas
+    )
+
+
+def build_plan(
+    pre: Checkpoint,
+    ft: Checkpoint,
+    opts: InterpolateOptions,
+    fisher: Sequence[Checkpoint] = (),
+) -> MergePlan:
+    """The WiSE-FT plan: slots (pretrained, fine-tuned) and, with `fisher`, the two Fisher
+    checkpoints as slots 2 and 3 (looked up per tensor; missing entries give plain lerp)."""
+    alphas = tuple(opts.alpha)
+    warn = [
+        f"alpha={a:g} is outside [0, 1]: this extrapolates beyond the endpoints"
+        for a in alphas
+        if not 0.0 <= a <= 1.0
+    ]
+    alpha_for = parse_alpha_for(opts.alpha_for)
+    warn += [
+        f"--alpha-for {r.pattern!r}={r.alpha:g} is outside [0, 1]: extrapolation"
+        for r in alpha_for
+        if not 0.0 <= r.alpha <= 1.0
+    ]
+    side = {"pretrained": 0, "finetuned": 1}
+    fisher_on = (opts.fisher_floor, True) if fisher else None
+
+    def resolve(name: str, floating: bool) -> tuple[tuple[Params, ...] | None, int, str]:
+        rule = rule_for(
+            name, alphas, alpha_for if floating else [], opts.exclude, opts.only, opts.excluded_from
+        )
+        if rule.kind == "copy":
+            return None, side[rule.side], rule.why
+        if not floating:
+            return None, 1, INTEGER_WHY
+        return _rule_params(rule, fisher_on), 0, rule.why
+
+    out_dtype = user_dtype(opts.dtype) if opts.dtype else None
+    entries, aliases = plan_entries([pre, ft], 1, resolve, out_dtype, warn)
+    method: Method = Lerp()
+    sources = [pre, ft]
+    if fisher:
+        if len(fisher) != 2:
+            raise SgMergeError("--fisher takes two files: F_PRETRAINED,F_FINETUNED")
+        bad = [a for a in alphas if not 0.0 <= a <= 1.0]
+        bad += [
+            p.per_input[1].weight  # type: ignore[union-attr]
+            for e in entries
+            if e.params
+            for p in e.params
+            if not 0.0 <= p.per_input[1].weight <= 1.0  # type: ignore[union-attr]
+        ]
+        if bad:
             raise SgMergeError(
-                f"integer tensor {e.name!r} differs between {pre.ref} and {ft.ref}; "
-                "integer buffers cannot be interpolated (use --exclude to copy one side)"
+                f"alpha={bad[0]:g}: Fisher-weighted interpolation needs 0 <= alpha <= 1"
             )
+        method, sources = Fisher(), [pre, ft, *fisher]
+        entries = [with_fisher(e, fisher) for e in entries]
+        missing = [e.name for e in entries if not e.copied and len(e.slots) < 4]
+        if missing:
+            _warnings.warn(
+                f"{len(missing)} tensor(s) have no Fisher entry and were interpolated linearly: "
+                f"{first_few(missing)}",
+                stacklevel=3,
+            )
+    return MergePlan(
+        entries,
+        method,
+        sources,
+        user_dtype(opts.compute_dtype),
+        len(alphas),
+        aliases,
+        warn,
+        alphas=alphas,
+    )
+
+
+def with_fisher(e: PlanEntry, fisher: Sequence[Checkpoint]) -> PlanEntry:
+    """Add the Fisher slots (N .. 2N-1, one per model slot) of a merged entry where every
+    Fisher file has it (looked up by the output name, then the model's stored name)."""
+    if e.copied:
+        return e
+    found: list[Slot] = []
+    for k, (ck, slot) in enumerate(zip(fisher, e.slots, strict=True)):
+        src = next((n for n in (e.name, slot[1] if slot else e.name) if n in ck.tensors), None)
+        if src is not None and tuple(ck.tensors[src].shape) != tuple(e.shape):
+            raise SgMergeError(
+                f"--fisher {ck.ref}: {src!r} has shape {list(ck.tensors[src].shape)}, "
+                f"the weights {list(e.shape)}"
+            )
+        found.append((len(fisher) + k, src) if src is not None else None)
+    if any(f is None for f in found):
+        return e
+    return PlanEntry(
+        e.name, e.shape, e.out_dtype, (*e.slots, *found), e.params, e.copy_slot, e.why, e.group
+    )

@@ -145,3 +145,55 @@ class LinearPath:
 
     def endpoint_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for d in (self.a, self.b) for t in d.values())
+
+
+def lambda_path(
+    module: torch.nn.Module,
+    config: object,
+    point: Mapping[str, float] | None = None,
+    names: list[str] | None = None,
+    rename: Callable[[str], str] | None = None,
+) -> LinearPath:
+    """A `LinearPath` along a task-vector merge's lambda: `set(lam)` puts the live model at
+    theta_base + lam * delta (the merge of `config` at lambda = lam, up to float32 rounding),
+    the merged task vector delta computed once (merge/memory.py), so each lambda costs a
+    WiSE-FT scan point. `point` sets the other coefficients (density, weights)."""
+    from mergekit_sg.merge.memory import lambda_endpoints
+
+    rename = rename or (lambda n: n)
+    keys = [rename(n) for n in (names or list(live_tensors(module)))]
+    base, merged = lambda_endpoints(config, point, keys)  # type: ignore[arg-type]
+    return LinearPath(module, base, merged, names=names, rename=rename)
+
+
+def read_tensors(
+    src: str | Path | Checkpoint,
+    names: list[str],
+    device: torch.device | str = "cpu",
+    side_weights: tuple[str, ...] = (),
+) -> dict[str, torch.Tensor]:
+    """The tensors `names` of a checkpoint (side weight files beside it included), read once
+    onto `device` in their stored dtype: a candidate of an in-memory soup."""
+    return _endpoint(src, names, torch.device(device), side_weights)
+
+
+def checkpoint_names(
+    module: torch.nn.Module, rename: Callable[[str], str] | None = None
+) -> list[str]:
+    """The checkpoint names of the module's live floating tensors (tied ones once)."""
+    rename = rename or (lambda n: n)
+    return [rename(n) for n in live_tensors(module)]
+
+
+@torch.no_grad()
+def load_live(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    rename: Callable[[str], str] | None = None,
+) -> torch.nn.Module:
+    """Copy `state` (keyed by checkpoint name) into the live module in place, cast to each
+    parameter's dtype: the live model becomes that state without rebuilding it."""
+    rename = rename or (lambda n: n)
+    for n, t in live_tensors(module).items():
+        t.data.copy_(state[rename(n)])
+    return module

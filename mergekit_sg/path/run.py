@@ -19,6 +19,7 @@ from mergekit_sg.io.dtypes import user_dtype
 from mergekit_sg.io.hashing import file_sha256
 from mergekit_sg.io.progress import Progress
 from mergekit_sg.merge.interpolate import InterpolateResult
+from mergekit_sg.merge.merge import MergeResult
 from mergekit_sg.models.adapters import LoadedModel, load_model
 from mergekit_sg.models.linear_path import LinearPath
 from mergekit_sg.options import build_options
@@ -70,6 +71,17 @@ class ScanOptions(PathOptions):
         default=None, description="Write the selected alpha's model here."
     )
     force: bool = Field(default=False, description="Replace an existing --write-best destination.")
+    config: str | None = Field(
+        default=None,
+        description="A mergekit config to scan instead of PRETRAINED FINETUNED: its --param "
+        "coefficient takes each value (no PRETRAINED FINETUNED then).",
+    )
+    param: list[str] = Field(
+        default=[],
+        description="NAME=VALUES with --config (e.g. lambda=0:1:0.1): the coefficient scanned; "
+        "a task-vector method's lambda walks a linear path (a WiSE-FT point's cost), other "
+        "coefficients are merged again per value.",
+    )
 
 
 class LmcOptions(PathOptions):
@@ -100,7 +112,7 @@ def fingerprint(ref: str | Path, side_weights: tuple[str, ...] = ()) -> str:
     return h[:16]
 
 
-def _evaluators(specs: list[str], given: list[Evaluator] | None) -> list[Evaluator]:
+def make_evaluators(specs: list[str], given: list[Evaluator] | None) -> list[Evaluator]:
     evs = list(given or []) + [build_evaluator(s) for s in specs]
     if not evs:
         raise SgMergeError("give at least one --eval NAME=KIND:ARG")
@@ -126,7 +138,7 @@ class ScanReport:
     selection: Selection | None
     inputs: dict[str, str]
     refs: dict[str, str]
-    best: InterpolateResult | None = None
+    best: InterpolateResult | MergeResult | None = None
     out: Path | None = None
     note: str | None = None  # why no alpha was selected
 
@@ -143,7 +155,9 @@ def scan(
     """Evaluate the live model along theta(alpha) for every alpha (endpoints included) and
     select the best alpha; `--write-best` is carried out by `workflows.scan_command`."""
     opts: ScanOptions = build_options(ScanOptions, options, kwargs)
-    evs = _evaluators(opts.eval, evaluators)
+    if opts.config or opts.param:
+        raise SgMergeError("--config/--param scan a merge config: give no PRETRAINED FINETUNED")
+    evs = make_evaluators(opts.eval, evaluators)
     alphas = with_endpoints(parse_alphas(opts.alphas))
     out = Path(out) if out is not None else None
     refs = {"pretrained": str(pretrained), "finetuned": str(finetuned)}
@@ -192,7 +206,7 @@ def lmc(
             "lmc takes two checkpoints (A B) or three (ZERO_SHOT CONTINUED FINETUNED)"
         )
     opts: LmcOptions = build_options(LmcOptions, options, kwargs)
-    evs = _evaluators(opts.eval, evaluators)
+    evs = make_evaluators(opts.eval, evaluators)
     alphas = with_endpoints(parse_alphas(opts.alphas))
     out = Path(out) if out is not None else None
     labels = ["A", "B"] if len(checkpoints) == 2 else ["zero-shot", "continued", "fine-tuned"]

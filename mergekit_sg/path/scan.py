@@ -4,12 +4,21 @@ included, recording each metric as it is computed so a rerun resumes where it st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mergekit_sg.evals.base import Evaluator
 from mergekit_sg.io.progress import NullProgress, Progress
 from mergekit_sg.models.adapters import LoadedModel
 from mergekit_sg.models.linear_path import LinearPath
 from mergekit_sg.path.records import Record, RecordStore
+
+
+class CoefficientPath(Protocol):
+    """A live model moved to any value of one coefficient (`LinearPath` is one)."""
+
+    alpha: float | None
+
+    def set(self, alpha: float) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ def with_endpoints(alphas: list[float]) -> list[float]:
 
 
 def scan_path(
-    path: LinearPath,
+    path: LinearPath | CoefficientPath,
     model: LoadedModel,
     alphas: list[float],
     evaluators: list[Evaluator],
@@ -89,8 +98,11 @@ def scan_path(
     inputs: dict[str, str] | None = None,
     path_name: str = "pretrained->finetuned",
     progress: Progress | None = None,
+    extra: dict[str, str] | None = None,
 ) -> ScanResult:
-    """Evaluate every evaluator at every alpha; alphas already in `store` are not recomputed."""
+    """Evaluate every evaluator at every alpha; alphas already in `store` are not recomputed.
+    `path` is anything with `alpha` and `set(alpha)` (a LinearPath, or a coefficient of a merge
+    method); `extra` goes into every record (the parameter name of a method's scan)."""
     store = store or RecordStore(None)
     inputs = inputs or {}
     progress = progress or NullProgress()
@@ -109,7 +121,8 @@ def scan_path(
                         [
                             Record(path_name, alpha, ev.name, m, v, ev.role, inputs)
                             for m, v in metrics.items()
-                        ]
+                        ],
+                        extra,
                     )
                     cached = metrics
                 point.metrics[ev.name] = cached

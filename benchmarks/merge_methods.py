@@ -1,0 +1,199 @@
+"""Benchmark: `mergekit_sg.merge` for ties / task_arithmetic / dare_ties / slerp (and lerp, the
+WiSE-FT `interpolate`) against mergekit 0.1.5 and the I/O floor, side by side in one run, on
+the synthetic TinyLlama-shaped 1.1B bfloat16 models of bench_models.py (sharded, 1GB shards):
+a base, fine-tune 1 (bench_models' `ft`) and fine-tune 2 (this script: base + seeded noise).
+
+Each configuration is a fresh process (wall time, peak RSS and peak anonymous memory of the
+process tree sampled by procmon.py); the inputs are read once before every run (page cache
+warm). The floor (io_floor.py) reads every input of the method once and writes its output
+bytes with O_DIRECT and fsync; `floor-K` writes K outputs. `grid` is ties with 4 lambdas in
+one pass (OUT/lambda-V). mergekit runs with its best CPU options (see interpolate.py).
+
+    .venv/bin/python benchmarks/merge_methods.py --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_models import build_pair  # noqa: E402
+from interpolate import MERGEKIT_OPTIONS, ensure_mergekit  # noqa: E402
+from procmon import Measured, run_measured  # noqa: E402
+
+LARGEST_F32 = 32000 * 2048 * 4  # the embedding / lm_head, float32
+
+
+def make_ft2(pre: Path, dest: Path, seed: int = 7) -> Path:
+    """A second fine-tune: base + N(0, 2e-3) noise, shard for shard like the base."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if (dest / "done").exists():
+        return dest
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    g = torch.Generator().manual_seed(seed)
+    for f in sorted(pre.glob("*.safetensors")):
+        sd = load_file(f)
+        for k, v in sd.items():
+            noise = torch.randn(v.shape, generator=g, dtype=torch.float32).mul_(2e-3)
+            sd[k] = (v.float() + noise).to(v.dtype)
+        save_file(sd, dest / f.name, metadata={"format": "pt"})
+        del sd
+    for f in pre.iterdir():
+        if not f.name.endswith(".safetensors"):
+            shutil.copy(f, dest / f.name)
+    (dest / "done").write_text("")
+    return dest
+
+
+def configs(base: Path, ft1: Path, ft2: Path) -> dict[str, dict]:
+    b, a, c = str(base), str(ft1), str(ft2)
+    two = [{"model": a, "parameters": {"weight": 1.0, "density": 0.5}},
+           {"model": c, "parameters": {"weight": 0.5, "density": 0.5}}]  # fmt: skip
+    return {
+        "ties": {"merge_method": "ties", "base_model": b, "dtype": "bfloat16", "models": two},
+        "task_arithmetic": {
+            "merge_method": "task_arithmetic",
+            "base_model": b,
+            "dtype": "bfloat16",
+            "models": [
+                {"model": a, "parameters": {"weight": 1.0}},
+                {"model": c, "parameters": {"weight": 0.5}},
+            ],
+        },
+        "dare_ties": {
+            "merge_method": "dare_ties",
+            "base_model": b,
+            "dtype": "bfloat16",
+            "models": two,
+        },
+        "slerp": {
+            "merge_method": "slerp",
+            "base_model": b,
+            "dtype": "bfloat16",
+            "models": [{"model": b}, {"model": a}],
+            "parameters": {"t": 0.4},
+        },
+    }
+
+
+def _warm(files: list[Path]) -> None:
+    buf = bytearray(64 << 20)
+    for f in files:
+        with open(f, "rb", buffering=0) as h:
+            while h.readinto(buf):
+                pass
+    os.sync()
+
+
+def _shards(d: Path) -> list[str]:
+    return [str(p) for p in sorted(d.glob("*.safetensors"))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--work", type=Path, default=HERE / "work")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--methods", default="ties,task_arithmetic,dare_ties,slerp")
+    ap.add_argument("--skip-mergekit", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    import yaml
+
+    pair = build_pair(args.work, "1.1b")
+    ft2 = make_ft2(pair.pre, pair.pre.parent / "ft2")
+    mk = None if args.skip_mergekit else ensure_mergekit()
+    out = args.work / "out-methods"
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = {"2": [pair.pre, pair.ft], "3": [pair.pre, pair.ft, ft2]}
+    rows: dict[str, list[Measured]] = {}
+
+    def measure(name: str, cmd: list[str], n_in: str) -> None:
+        _warm([Path(f) for d in inputs[n_in] for f in _shards(d)])
+        load = os.getloadavg()[0]
+        m = run_measured(cmd, log=out / f"{name}.log")
+        if m.rc != 0:
+            raise SystemExit(f"{name} failed: {(out / f'{name}.log').read_text()[-2000:]}")
+        rows.setdefault(name, []).append(m)
+        print(f"  {name:24s} {m.wall:7.2f} s  anon {m.anon / 2**20:6.0f} MB  "
+              f"rss {m.rss / 2**20:6.0f} MB  load {load:.1f}", flush=True)  # fmt: skip
+        for p in out.glob("dest*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def floor(k: int, n_in: str) -> list[str]:
+        extra = [a for d in inputs[n_in][2:] for a in ("--extra", *_shards(d))]
+        dest = str(out / "dest-floor")
+        return [sys.executable, str(HERE / "io_floor.py"), "--out", dest, "--k", str(k),
+                "--pre", *_shards(pair.pre), "--ft", *_shards(pair.ft), *extra]  # fmt: skip
+
+    def ours(cfg: Path, grid: str = "") -> list[str]:
+        g = f", grid={{'lambda': [{grid}]}}" if grid else ""
+        code = (f"from mergekit_sg.merge.merge import merge; "
+                f"merge({str(cfg)!r}, {str(out / 'dest-ours')!r}{g})")  # fmt: skip
+        return [sys.executable, "-c", code]
+
+    cfgs = configs(pair.pre, pair.ft, ft2)
+    for r in range(args.repeats):
+        print(f"repeat {r + 1}/{args.repeats}", flush=True)
+        measure("floor (3 inputs)", floor(1, "3"), "3")
+        measure("floor (2 inputs)", floor(1, "2"), "2")
+        dest = str(out / "dest-i")
+        code = ("from mergekit_sg.merge.interpolate import interpolate; "
+                f"interpolate({str(pair.pre)!r}, {str(pair.ft)!r}, {dest!r})")  # fmt: skip
+        measure("lerp (interpolate)", [sys.executable, "-c", code], "2")
+        for name in args.methods.split(","):
+            cfg = out / f"{name}.yml"
+            cfg.write_text(yaml.safe_dump(cfgs[name], sort_keys=False))
+            n_in = "2" if name == "slerp" else "3"
+            measure(f"{name} ours", ours(cfg), n_in)
+            if mk is not None:
+                cmd = [str(mk), str(cfg), str(out / "dest-mk"), *MERGEKIT_OPTIONS]
+                measure(f"{name} mergekit", cmd, n_in)
+        measure("floor-K (3 inputs, K=4)", floor(4, "3"), "3")
+        measure("ties grid K=4 ours", ours(out / "ties.yml", "0.4, 0.6, 0.8, 1.0"), "3")
+
+    med = {k: statistics.median(m.wall for m in v) for k, v in rows.items()}
+    anon = {k: max(m.anon for m in v) for k, v in rows.items()}
+    lines = ["| run | median wall s | peak anon MB |", "|---|---:|---:|"]
+    lines += [f"| {k} | {med[k]:.1f} | {anon[k] / 2**20:.0f} |" for k in rows]
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    f3, f2 = med["floor (3 inputs)"], med["floor (2 inputs)"]
+    lines.append(f"| lerp / floor (2 inputs) | {med['lerp (interpolate)'] / f2:.2f} |")
+    for name in args.methods.split(","):
+        f = f2 if name == "slerp" else f3
+        lines.append(f"| {name} ours / floor | {med[f'{name} ours'] / f:.2f} |")
+        if f"{name} mergekit" in med:
+            lines.append(
+                f"| {name} ours / mergekit | {med[f'{name} ours'] / med[f'{name} mergekit']:.2f} |"
+            )
+    lines.append(
+        "| ties grid K=4 / floor-K | "
+        f"{med['ties grid K=4 ours'] / med['floor-K (3 inputs, K=4)']:.2f} |"
+    )
+    budget = 512 * 2**20 + LARGEST_F32
+    lines.append(
+        f"\nmemory goal: peak anon < {budget / 2**20:.0f} MB "
+        "(512 MB + float32 of the largest tensor)"
+    )
+    text = "\n".join(lines)
+    print(text)
+    (out / "results.md").write_text(text + "\n")
+    (out / "results.json").write_text(
+        json.dumps({k: [vars(m) for m in v] for k, v in rows.items()})
+    )
+    if not args.keep:
+        shutil.rmtree(pair.pre.parent / "ft2", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Methods that look at whole-tensor geometry: `slerp` (the angle between two models) and
+`model_stock` (the angle between fine-tunes around the base). Their statistics step streams
+the tensor once (float64 sums); the chunk step is then a fixed linear combination."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from mergekit_sg.merge.methods.base import ChunkCtx, Method, Params, Reader, stream_pass
+
+DOT_THRESHOLD = 0.9995
+NORM_EPS = 1e-8
+
+
+class SlerpParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    t: float
+
+    @field_validator("t")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"must be finite, got {v}")
+        return v
+
+
+class Slerp(Method):
+    """Spherical interpolation from the base (slot 0) to the other model (slot 1), per tensor:
+
+        cos = <a/|a|, b/|b|>,  theta = acos(cos)
+        out = sin((1-t) theta)/sin(theta) * a + sin(t theta)/sin(theta) * b
+
+    with plain (1-t) a + t b when |cos| > 0.9995 (nearly parallel) — as mergekit. Norms below
+    1e-8 count as 1. t = 0 and t = 1 give the inputs bit for bit."""
+
+    name = "slerp"
+    base = "required"
+    min_models = max_models = 1
+    Shared = SlerpParams
+
+    def identity(self, p: Params, slots: int) -> int | None:
+        t = p.shared.t  # type: ignore[attr-defined]
+        return 0 if t == 0.0 else 1 if t == 1.0 else None
+
+    def stats_key(self, p: Params) -> Hashable | None:
+        return "angle"
+
+    def stats(self, read: Reader, ctx: ChunkCtx, p: Params, slots: int) -> Any:
+        aa = bb = ab = 0.0
+        for s, a in stream_pass(read, 0, ctx.numel):
+            b = read(1, s, a.numel())
+            a64, b64 = a.double(), b.double()
+            aa += float(a64.dot(a64))
+            bb += float(b64.dot(b64))
+            ab += float(a64.dot(b64))
+        na, nb = math.sqrt(aa), math.sqrt(bb)
+        na, nb = (na if na > NORM_EPS else 1.0), (nb if nb > NORM_EPS else 1.0)
+        return max(-1.0, min(1.0, ab / (na * nb)))
+
+    def compute(self, xs, p, stats, ctx):  # type: ignore[override]
+        t = p.shared.t  # type: ignore[attr-defined]
+        cos = float(stats)
+        if abs(cos) > DOT_THRESHOLD:
+            ca, cb = 1.0 - t, t
+        else:
+            theta = math.acos(cos)
+            ca = math.sin((1.0 - t) * theta) / math.sin(theta)
+            cb = math.sin(t * theta) / math.sin(theta)
+        return xs[0].mul_(ca).add_(xs[1], alpha=cb)
+
+
+class ModelStockParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    filter_wise: bool = False
+
+    @field_validator("filter_wise")
+    @classmethod
+    def _no_filter_wise(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("filter_wise: true is not supported (whole-tensor angles only)")
+        return v
+
+
+class ModelStock(Method):
+    """Model Stock (Jang et al.), k fine-tunes w_i around the base w_0 (slot 0), per tensor:
+
+        cos = mean_{i<j} <w_i - w_0, w_j - w_0> / max(|w_i - w_0| |w_j - w_0|, 1e-6)
+        t   = k cos / (1 + (k - 1) cos)    (0 where the denominator is below 1e-6)
+        out = t * mean_i w_i + (1 - t) * w_0
+
+    as mergekit's model_stock (not filter-wise). Needs at least two fine-tunes."""
+
+    name = "model_stock"
+    base = "required"
+    min_models = 2
+    Shared = ModelStockParams
+
+    def stats_key(self, p: Params) -> Hashable | None:
+        return "cos"
+
+    def stats(self, read: Reader, ctx: ChunkCtx, p: Params, slots: int) -> Any:
+        k = slots - 1
+        dots = torch.zeros(k, k, dtype=torch.float64)
+        for s, w0 in stream_pass(read, 0, ctx.numel):
+            offs = torch.stack([read(i, s, w0.numel()).sub_(w0) for i in range(1, slots)])
+            o = offs.double()
+            dots += o @ o.T
+        norms = dots.diagonal().sqrt()
+        cos = []
+        for i in range(k):
+            for j in range(i + 1, k):
+                c = float(dots[i, j]) / max(float(norms[i] * norms[j]), 1e-6)
+                cos.append(max(-1.0, min(1.0, c)))
+        c = sum(cos) / len(cos)
+        den = 1 + (k - 1) * c
+        return 0.0 if abs(den) < 1e-6 else k * c / den
+
+    def compute(self, xs, p, stats, ctx):  # type: ignore[override]
+        t = float(stats)
+        avg = xs[1].clone()
+        for x in xs[2:]:
+            avg.add_(x)
+        avg.div_(len(xs) - 1)
+        return avg.mul_(t).add_(xs[0], alpha=1.0 - t)
