@@ -279,9 +279,9 @@ def test_llm_medical_scan_recipe_end_to_end(llama_pair, tmp_path: Path, monkeypa
         got[key] = rec["value"]
     alphas = [round(i / 10, 10) for i in range(11)]
     metrics = {
-        "speciality.medmcqa": ("accuracy", "accuracy_norm", "loss"),
+        "speciality.medmcqa": ("accuracy", "accuracy_norm", "accuracy_char_norm", "loss"),
         "generality.instructions": ("perplexity", "nll", "probability"),
-        "generality.hellaswag": ("accuracy", "accuracy_norm", "loss"),
+        "generality.hellaswag": ("accuracy", "accuracy_norm", "accuracy_char_norm", "loss"),
     }
     assert set(got) == {(a, e, m) for a in alphas for e, ms in metrics.items() for m in ms}
     for a in alphas:
