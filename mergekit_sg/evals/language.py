@@ -41,6 +41,7 @@ from mergekit_sg.evals.common import (
 from mergekit_sg.evals.specs import LmMultipleChoiceOptions, LmPerplexityOptions
 from mergekit_sg.evals.text import TokenCache, length_batches, need_tokenizer, pad, pad_id
 from mergekit_sg.models.adapters import LoadedModel
+from mergekit_sg.models.ensemble import Mix, mix_token_logprobs
 
 KINDS = ("hf:causal-lm", "python")
 NO_TRUNCATION = 10**9
@@ -70,23 +71,53 @@ def target_logprobs(
 ) -> list[float]:
     """For each sequence, the summed log-probability of its last `n_targets` tokens, each given
     all tokens before it in the sequence. Sequences are length-bucketed and right-padded."""
+    return sum_tokens(
+        token_logprobs(
+            model,
+            seqs,
+            n_targets,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            pad_token=pad_token,
+            label=label,
+        )
+    )
+
+
+def sum_tokens(per_token: Sequence[torch.Tensor]) -> list[float]:
+    """Each sequence's summed log-probability (exactly summed, math.fsum)."""
+    return [math.fsum(t.tolist()) for t in per_token]
+
+
+def token_logprobs(
+    model: LoadedModel,
+    seqs: Sequence[Sequence[int]],
+    n_targets: Sequence[int],
+    *,
+    batch_size: int,
+    max_tokens: int,
+    pad_token: int,
+    label: str,
+) -> list[torch.Tensor]:
+    """For each sequence, the log-probabilities (float64) of its last `n_targets` tokens, each
+    given all tokens before it: what an ensemble of language models mixes token by token."""
     device = model.device
-    sums = [0.0] * len(seqs)
+    out: list[torch.Tensor] = [torch.empty(0, dtype=torch.float64)] * len(seqs)
     extra = {"use_cache": False} if model.kind.startswith("hf:") else {}
     with inference(device), progress(label, len(seqs)) as advance:
         for b in length_batches([len(s) for s in seqs], batch_size, max_tokens):
             ids, mask = pad([seqs[i] for i in b], pad_token)
             ids, mask = ids.to(device), mask.to(device)
-            out = model.module(input_ids=ids, attention_mask=mask, **extra)
-            logits = out.logits if hasattr(out, "logits") else out[0]
+            res = model.module(input_ids=ids, attention_mask=mask, **extra)
+            logits = res.logits if hasattr(res, "logits") else res[0]
             nll = F.cross_entropy(
                 logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none"
             ).cpu()
             for j, i in enumerate(b):
                 m = len(seqs[i])
-                sums[i] = -math.fsum(nll[j, m - 1 - n_targets[i] : m - 1].double().tolist())
+                out[i] = -nll[j, m - 1 - n_targets[i] : m - 1].double()
             advance(len(b))
-    return sums
+    return out
 
 
 def windows(
@@ -124,6 +155,24 @@ class Perplexity(BaseEvaluator):
     _cache: TokenCache = field(default_factory=TokenCache, repr=False)
 
     def __call__(self, model: LoadedModel) -> dict[str, float]:
+        return self.scores(self.outputs(model))
+
+    def mixed(
+        self, out0: list[torch.Tensor], out1: list[torch.Tensor], alpha: float, mix: Mix
+    ) -> dict[str, float]:
+        """Perplexity of the mixture: token probabilities mixed, (1 - a) p0(t) + a p1(t)."""
+        return self.scores(
+            [mix_token_logprobs(a, b, alpha) for a, b in zip(out0, out1, strict=True)]
+        )
+
+    def scores(self, per_token: list[torch.Tensor]) -> dict[str, float]:
+        """perplexity exp(nll), nll (mean over scored tokens) and probability exp(-nll)."""
+        sums = sum_tokens(per_token)
+        nll = -math.fsum(sums) / sum(len(t) for t in per_token)
+        return {"perplexity": math.exp(nll), "nll": nll, "probability": math.exp(-nll)}
+
+    def outputs(self, model: LoadedModel) -> list[torch.Tensor]:
+        """Per scored window, the log-probabilities of its scored tokens."""
         _check_kind(model, self.name, "lm-perplexity")
         tok = need_tokenizer(model, f"--eval {self.name}")
         length = self.max_length or default_max_length(model)
@@ -151,7 +200,7 @@ class Perplexity(BaseEvaluator):
         if not wins:
             what = "response has a token" if self.pairs is not None else "document has two tokens"
             raise SgMergeError(f"--eval {self.name}: no {what} to score")
-        sums = target_logprobs(
+        return token_logprobs(
             model,
             [w for w, _ in wins],
             [n for _, n in wins],
@@ -160,8 +209,6 @@ class Perplexity(BaseEvaluator):
             pad_token=pad_id(tok),
             label=self.name,
         )
-        nll = -math.fsum(sums) / sum(n for _, n in wins)
-        return {"perplexity": math.exp(nll), "nll": nll, "probability": math.exp(-nll)}
 
 
 def read_documents(path: Path, unit: str, field_name: str) -> list[str]:
@@ -293,11 +340,15 @@ class MultipleChoice(BaseEvaluator):
         return seqs, counts
 
     def __call__(self, model: LoadedModel) -> dict[str, float]:
+        return self.scores(self.outputs(model))
+
+    def outputs(self, model: LoadedModel) -> list[torch.Tensor]:
+        """Per (question, choice) sequence, the log-probabilities of the choice's tokens."""
         _check_kind(model, self.name, "lm-multiple-choice")
         tok = need_tokenizer(model, f"--eval {self.name}")
         length = self.max_length or default_max_length(model)
         seqs, counts = self._cache.get(tok, length, lambda: self.sequences(tok, length))
-        sums = target_logprobs(
+        return token_logprobs(
             model,
             seqs,
             counts,
@@ -306,6 +357,20 @@ class MultipleChoice(BaseEvaluator):
             pad_token=pad_id(tok),
             label=self.name,
         )
+
+    def mixed(
+        self, out0: list[torch.Tensor], out1: list[torch.Tensor], alpha: float, mix: Mix
+    ) -> dict[str, float]:
+        """Choice scores of the mixture: token probabilities mixed, then summed in log space."""
+        return self.scores(
+            [mix_token_logprobs(a, b, alpha) for a, b in zip(out0, out1, strict=True)]
+        )
+
+    def scores(self, per_token: list[torch.Tensor]) -> dict[str, float]:
+        """accuracy (summed log-probability), accuracy_norm (per token) and the loss of the
+        answer among the choices."""
+        sums = sum_tokens(per_token)
+        counts = [len(t) for t in per_token]
         hits = hits_norm = 0
         loss = 0.0
         k = 0
