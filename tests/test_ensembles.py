@@ -365,3 +365,225 @@ def test_open_clip_ensemble_mixes_clip_probabilities(clip_pair, colour_images) -
     got = ev.mixed(o0, o1, 0.5, "probs")
     assert got["top1"] == (p.argmax(-1) == y).double().mean().item()
     assert got["loss"] == pytest.approx(-p[torch.arange(len(y)), y].log().mean().item(), rel=1e-4)
+
+
+# ---- prompts (CoOp / KgCoOp) on a tiny open_clip, in CoOp's dataset layout ---------------------
+
+TEMPLATE = "a photo of a {}, a type of colour."
+
+
+def _png(path: Path, label: int, seed: int) -> None:
+    rgb = [(230, 30, 30), (30, 220, 30), (30, 30, 230), (220, 220, 30)][label % 4]
+    colour_png(path, rgb, noise=50, seed=seed)
+
+
+def coop_split(home: Path, stem: str, classes: list[str], per_class: int = 2) -> Path:
+    """home/split_zhou_STEM.json ({"train"|"val"|"test": [[path, label, name], ...]}) with
+    its images under home/images/, as CoOp lays a dataset out."""
+    split: dict[str, list[list[object]]] = {}
+    for s, name in enumerate(("train", "val", "test")):
+        rows: list[list[object]] = []
+        for y, cls in enumerate(classes):
+            for i in range(per_class):
+                rel = f"{cls}/{name}_{i}.png"
+                _png(home / "images" / rel, y, 100 * s + 10 * y + i)
+                rows.append([rel, y, cls])
+        split[name] = rows
+    path = home / f"split_zhou_{stem}.json"
+    path.write_text(json.dumps(split))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    import open_clip
+    from safetensors.torch import save_file
+
+    name = register_tiny_clip()
+    root = tmp_path_factory.mktemp("tinyclip")
+    torch.manual_seed(0)
+    clip = open_clip.create_model(name)
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, root / "clip.safetensors")
+    js = coop_split(root / "pets", "Pets", ["red", "green", "blue", "yellow"], per_class=3)
+    return {"model": f"open_clip:{name}", "clip": str(root / "clip.safetensors"), "split": str(js)}
+
+
+def _coop_kwargs(c: dict[str, str], **kw: object) -> dict[str, object]:
+    base = {
+        "model": c["model"],
+        "pretrained": c["clip"],
+        "data": f"{c['split']}:train",
+        "test_data": f"{c['split']}:test",
+        "shots": 2,
+        "batch_size": 8,
+        "epochs": 2,
+        "lr": 0.05,
+        "device": "cpu",
+        "log_every": 1,
+    }
+    return {**base, **kw}
+
+
+def test_kgcoop_term_is_its_closed_form_and_weight_zero_is_coop(tiny_clip, tmp_path: Path) -> None:
+    from mergekit_sg.tune import coop
+    from mergekit_sg.tune.prompt import load_prompt, read_prompt
+
+    kg = coop(tmp_path / "kg", **_coop_kwargs(tiny_clip, augment=False, batch_size=64),
+              kg_weight=8.0, zs_template=TEMPLATE, save_init=str(tmp_path / "init"))  # fmt: skip
+    first = next(r for r in kg.log if r["type"] == "step")
+    init = load_prompt(tmp_path / "init")  # the context of the first step
+    names = init.meta["classnames"]
+    with torch.no_grad():  # 1 - mean_c cos(T(w)_c, T_zs_c), in float64 by hand
+        t_w = init.text_features(names).double()
+        tokens = init.loaded.tokenizer([TEMPLATE.format(n) for n in names])
+        t_zs = init.clip.encode_text(tokens).double()
+    cos = (t_w * t_zs).sum(-1) / (t_w.norm(dim=-1) * t_zs.norm(dim=-1))
+    assert first["kg"] == pytest.approx(1 - cos.mean().item(), rel=1e-5, abs=1e-7)
+    assert first["loss"] == pytest.approx(first["main"] + 8.0 * first["kg"], rel=1e-6)
+    plain = coop(tmp_path / "coop", **_coop_kwargs(tiny_clip))
+    zero = coop(tmp_path / "kg0", **_coop_kwargs(tiny_clip), kg_weight=0.0, zs_template=TEMPLATE)
+    assert torch.equal(read_prompt(plain.out)[0], read_prompt(zero.out)[0])  # bit-identical
+    assert plain.test == zero.test
+    strip = [{k: v for k, v in r.items() if k not in ("config", "options")} for r in plain.log]
+    assert [r.get("loss") for r in strip] == [r.get("loss") for r in zero.log]
+
+
+def test_prompt_scan_ensembled_with_the_zero_shot_prompt(tiny_clip, tmp_path: Path) -> None:
+    from mergekit_sg.path.run import scan
+    from mergekit_sg.tune import coop
+    from mergekit_sg.tune.prompt import prompt_eval, prompt_model
+
+    run = coop(tmp_path / "coop", **_coop_kwargs(tiny_clip), save_init=str(tmp_path / "zs"))
+    data = f"{tiny_clip['split']}:test"
+    evals = [
+        f"speciality=python:mergekit_sg.tune.prompt:prompt_eval,data={data},classes=base",
+        f"generality=python:mergekit_sg.tune.prompt:prompt_eval,data={data},classes=novel",
+    ]
+    rep = scan(tmp_path / "zs", run.out, None, model="python:mergekit_sg.tune.prompt:prompt_model",
+               eval=evals, alphas="0.5", ensemble="probs")  # fmt: skip
+    zs, ft = prompt_model(tmp_path / "zs"), prompt_model(run.out)
+    for point, model in ((rep.result.outputs[0], zs), (rep.result.outputs[2], ft)):
+        got = {k: v for k, v in point.metrics["speciality"].items() if k != "seconds"}
+        assert got == prompt_eval(model, data, classes="base")
+    (l0, y), (l1, _) = (prompt_eval.outputs(m, data, classes="novel") for m in (zs, ft))
+    p = 0.5 * l0.double().softmax(-1) + 0.5 * l1.double().softmax(-1)
+    got = rep.result.outputs[1].metrics["generality"]
+    assert got["accuracy"] == pytest.approx(
+        (p.argmax(-1) == torch.tensor(y)).double().mean().item()
+    )
+    assert got["loss"] == pytest.approx(-p[torch.arange(len(y)), y].log().mean().item(), rel=1e-5)
+
+
+# ---- the protocol recipes, end to end on CoOp-laid-out synthetic datasets ----------------------
+
+
+def _coop_data(root: Path, recipe: dict) -> None:
+    """Every dataset a recipe names, made under root as CoOp lays it out (3-4 classes each)."""
+    names = ["red", "green", "blue", "yellow"]
+    wnids = [f"n0{i}" for i in range(4)]
+    (root / "imagenet").mkdir(parents=True, exist_ok=True)
+    (root / "imagenet" / "classnames.txt").write_text(
+        "".join(f"{w} {n}\n" for w, n in zip(wnids, names, strict=True))
+    )
+
+    def wnid_folder(folder: Path, keep: int, per_class: int) -> None:
+        for y, w in enumerate(wnids[:keep]):
+            for i in range(per_class):
+                _png(folder / w / f"{i}.png", y, 7 * y + i)
+
+    o = recipe["options"]
+    for ds in o["datasets"]:
+        refs = [ds["data"], ds.get("test_data") or ""]
+        refs += [s["data"] for s in ds.get("shifts", {}).values()]
+        for ref in refs:
+            path = ref.replace("${COOP_DATA}", str(root))
+            p = Path(path.split(".json:")[0] + ".json") if ".json:" in path else Path(path)
+            if p.exists() or not ref:
+                continue
+            if p.suffix == ".json":
+                coop_split(p.parent, p.stem.removeprefix("split_zhou_"), names[:3])
+            elif p.name.startswith("images_variant_"):
+                p.parent.mkdir(parents=True, exist_ok=True)
+                (p.parent / "variants.txt").write_text("707-320\nA300B4\nF/A-18\n")
+                lines = []
+                for y, v in enumerate(["707-320", "A300B4", "F/A-18"]):
+                    for i in range(2):
+                        _png(p.parent / "images" / f"{y}{i}.jpg", y, 3 * y + i)
+                        lines.append(f"{y}{i} {v}")
+                for split in ("train", "val", "test"):
+                    (p.parent / f"images_variant_{split}.txt").write_text("\n".join(lines) + "\n")
+            else:  # ImageNet's wnid folders; -A and -R hold some of its classes
+                keep = 3 if p.name in ("imagenet-a", "imagenet-r") else 4
+                wnid_folder(p, keep, 4 if p.name == "train" else 2)
+
+
+def _protocol(recipe_file: str, tiny_clip: dict[str, str], tmp_path: Path):
+    import yaml
+
+    from mergekit_sg.commands import parse_recipe, run_recipe
+
+    data = yaml.safe_load((Path(__file__).parent.parent / "recipes" / recipe_file).read_text())
+    _coop_data(tmp_path / "coop", data)
+    fast = {"epochs": 1, "batch_size": 16}
+    data["options"].update(
+        model=tiny_clip["model"], pretrained=tiny_clip["clip"], seeds=[1], shots=2, device="cpu",
+        coop=fast, mergetune={**fast, "num_points": 2},
+    )  # fmt: skip
+    env = {"COOP_DATA": str(tmp_path / "coop"), "BENCH_OUT": str(tmp_path / "bench")}
+    run_recipe(parse_recipe(data, environ=env))
+    return data, json.loads((tmp_path / "bench" / "summary.json").read_text())
+
+
+ROWS = [
+    "zero-shot", "init-prompt", "coop", "mergetune", "kgcoop", "kgcoop+mergetune",
+    "coop + zero-shot", "mergetune + zero-shot", "kgcoop + zero-shot",
+    "kgcoop+mergetune + zero-shot",
+]  # fmt: skip
+
+
+def _table(path: Path) -> list[list[str]]:
+    lines = path.read_text().splitlines()
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if "---" not in ln]
+
+
+def test_cross_dataset_recipe_end_to_end(tiny_clip, tmp_path: Path) -> None:
+    data, summary = _protocol("coop-cross-dataset.yaml", tiny_clip, tmp_path)
+    targets = list(data["options"]["datasets"][0]["shifts"])
+    assert len(targets) == 10 and list(summary) == ["ImageNet"]
+    assert list(summary["ImageNet"]) == ROWS
+    for row in ROWS:
+        assert set(summary["ImageNet"][row]) == {"test.all", *(f"{t}.all" for t in targets)}
+    table = _table(tmp_path / "bench" / "table.md")
+    assert table[0] == ["model", "ImageNet", *targets, "average (targets)"]
+    assert [r[0] for r in table[1:]] == ROWS
+    s = summary["ImageNet"]["coop"]
+    avg = 100 * sum(s[f"{t}.all"] for t in targets) / 10
+    assert float(table[3][-1]) == pytest.approx(avg, abs=0.006)
+    assert all(c != "-" for r in table[1:] for c in r)
+
+
+def test_domain_generalisation_recipe_end_to_end(tiny_clip, tmp_path: Path) -> None:
+    _, summary = _protocol("coop-domain-generalisation.yaml", tiny_clip, tmp_path)
+    sets = ["imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r"]
+    assert list(summary["ImageNet"]) == ROWS
+    table = _table(tmp_path / "bench" / "table.md")
+    assert table[0] == ["model", "ImageNet", *sets, "average (targets)"]
+    assert [r[0] for r in table[1:]] == ROWS and all(c != "-" for r in table[1:] for c in r)
+    # the ensemble rows are the mixture of the zero-shot and the prompt's probabilities, so
+    # scoring goes through both; and zero-shot uses the template on every set
+    assert (tmp_path / "bench" / "table.csv").read_text().count("\n") == len(ROWS) + 1
+
+
+def test_base_to_novel_table_has_base_novel_hm_and_averages(tmp_path: Path) -> None:
+    from mergekit_sg.tune.mergetuning.benchmark import paper_table
+
+    summary = {
+        "A": {"coop": {"test.all": 0.5, "test.base": 0.8, "test.novel": 0.6, "test.hm": 0.6857}},
+        "B": {"coop": {"test.all": 0.5, "test.base": 0.6, "test.novel": 0.4, "test.hm": 0.48}},
+    }
+    header, rows = paper_table(summary)
+    assert header == [
+        "model", "A base", "A novel", "A HM", "B base", "B novel", "B HM",
+        "average base", "average novel", "average HM",
+    ]  # fmt: skip
+    assert rows[0][-3:] == pytest.approx([70.0, 50.0, 2 * 70 * 50 / 120])
