@@ -10,6 +10,7 @@ Pearson and wordsim353 Spearman (the demo's evaluators). The ensemble's cost (tw
 passes) is printed beside one model's.
 
     .venv/bin/python benchmarks/ensemble_minilm.py [--workdir DIR] [--train-size N] [--epochs E]
+        [--alphas 0:1:0.1] [--test-limit N]
 
 The fine-tuned pair is reused when the script is run again with the same --workdir.
 """
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--train-size", type=int, default=1500)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--alphas", default="0:1:0.1")
+    ap.add_argument("--test-limit", type=int, default=None, help="Held-out reviews scored.")
     args = ap.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,7 @@ def main() -> None:
             force=True,
         )
         print(f"fine-tuned in {time.perf_counter() - t:.0f} s")
-    evals = demo_evals(DemoSettings(quick_sets=True))
+    evals = demo_evals(DemoSettings(test_limit=args.test_limit, quick_sets=True))
     t = time.perf_counter()
     report = scan_command(
         work / "zeroshot",
