@@ -587,3 +587,16 @@ def test_base_to_novel_table_has_base_novel_hm_and_averages(tmp_path: Path) -> N
         "average base", "average novel", "average HM",
     ]  # fmt: skip
     assert rows[0][-3:] == pytest.approx([70.0, 50.0, 2 * 70 * 50 / 120])
+
+
+def test_numeric_folders_with_coop_keyed_class_names(tmp_path: Path) -> None:
+    """ImageNetV2's 0..999 class-index folders read with CoOp's `wnid name` classnames.txt (as
+    the domain-generalisation recipe does): the names lose their wnids."""
+    from mergekit_sg.tune.prompt import read_images
+
+    names = {"n01440764": "tench", "n01443537": "goldfish", "n01484850": "great white shark"}
+    (tmp_path / "classnames.txt").write_text("".join(f"{k} {v}\n" for k, v in names.items()))
+    for y in range(3):
+        _png(tmp_path / "v2" / str(y) / "0.png", y, y)
+    got = read_images(tmp_path / "v2", tmp_path / "classnames.txt")
+    assert got.classnames == list(names.values()) and got.labels == [0, 1, 2]
