@@ -168,7 +168,7 @@ def scan(
     )
     result = scan_path(path, model, alphas, evs, store, inputs, "pretrained->finetuned", progress)
     if opts.ensemble is not None:  # the output-space curve beside the weight-space one
-        del path
+        del path, model  # the merged model's memory is freed before the two endpoints load
         _scan_ensemble(result, opts, pretrained, finetuned, alphas, evs, store, inputs)
     report = ScanReport(result, None, inputs, refs, out=out)
     try:
