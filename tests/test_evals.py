@@ -313,7 +313,8 @@ def test_perplexity_matches_model_loss(tiny_lm, tmp_path: Path) -> None:
             total += tiny_lm.module(ids, labels=ids).loss.item() * (ids.shape[1] - 1)
             count += ids.shape[1] - 1
     ev = build_evaluator(f"loss=lm-perplexity:{tmp_path / 'held.txt'},batch_size=5")
-    assert ev.lower_is_better == {"perplexity", "nll"} and ev.primary == "perplexity"
+    lower = {"perplexity", "nll", "word_perplexity", "byte_perplexity", "bits_per_byte"}
+    assert ev.lower_is_better == lower and ev.primary == "perplexity"
     out = ev(tiny_lm)
     assert out["nll"] == pytest.approx(total / count, rel=1e-5)
     assert out["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)

@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: runs a command; user errors print one line and return status 2, SIGINT
     returns 130 and SIGTERM 143, each with one line."""
     args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
+    if "--ensemble" in args:  # scan --ensemble [probs|logits]
+        from mergekit_sg.cli.scan import bare_ensemble
+
+        args = bare_ensemble(args)
     warnings.showwarning = _warn  # type: ignore[assignment]
     first = next((a for a in args if not a.startswith("-")), None)
     try:

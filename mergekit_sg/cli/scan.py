@@ -19,6 +19,19 @@ from mergekit_sg.commands.scan import (
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.progress import make_progress
 
+MIXES = ("probs", "logits")
+
+
+def bare_ensemble(args: list[str]) -> list[str]:
+    """`--ensemble` given without a value means `--ensemble probs` (the flag takes an optional
+    value, which click options cannot)."""
+    out: list[str] = []
+    for i, a in enumerate(args):
+        out.append(a)
+        if a == "--ensemble" and (i + 1 == len(args) or args[i + 1] not in MIXES):
+            out.append("probs")
+    return out
+
 
 @with_options(ScanOptions)
 def scan_cmd(

@@ -32,6 +32,7 @@ from mergekit_sg.evals.specs import SeqClassificationOptions
 from mergekit_sg.evals.stats import macro_f1, roc_auc
 from mergekit_sg.evals.text import TokenCache, hf_ids, length_batches, need_tokenizer, pad, pad_id
 from mergekit_sg.models.adapters import LoadedModel
+from mergekit_sg.models.ensemble import Mix, mix_scores
 
 KINDS = ("hf:seq-classification", "hf:embedding-classifier", "python")
 
@@ -51,13 +52,30 @@ class SeqClassification(BaseEvaluator):
     _cache: TokenCache = field(default_factory=TokenCache, repr=False)
 
     def __call__(self, model: LoadedModel) -> dict[str, float]:
+        return self.scores(*self.outputs(model))
+
+    def outputs(self, model: LoadedModel) -> tuple[torch.Tensor, list[int]]:
+        """(logits [N, C], class indices): what one forward pass over the texts gives."""
         if model.kind not in KINDS:
             raise SgMergeError(
                 f"--eval {self.name}: seq-classification needs --model hf:seq-classification, "
                 f"not {model.kind}"
             )
         labels = self._labels(model)
-        logits = self.logits(model)
+        return self.logits(model), labels
+
+    def mixed(
+        self,
+        out0: tuple[torch.Tensor, list[int]],
+        out1: tuple[torch.Tensor, list[int]],
+        alpha: float,
+        mix: Mix,
+    ) -> dict[str, float]:
+        """The metrics of the two classifiers' mixture: probabilities (or logits) averaged."""
+        return self.scores(mix_scores(out0[0], out1[0], alpha, mix), out0[1])
+
+    def scores(self, logits: torch.Tensor, labels: list[int]) -> dict[str, float]:
+        """accuracy, macro-F1, cross-entropy (and AUC) of logits [N, C] against labels."""
         if logits.shape[1] == 1:
             preds = (logits[:, 0] > 0).long().tolist()
             target = torch.tensor(labels, dtype=torch.float32)

@@ -42,6 +42,7 @@ from mergekit_sg.evals.coop_splits import read_split_spec
 from mergekit_sg.evals.specs import ClipClassifierOptions, ClipImagesOptions, ClipZeroShotOptions
 from mergekit_sg.evals.text import TokenCache, need_tokenizer
 from mergekit_sg.models.adapters import LoadedModel
+from mergekit_sg.models.ensemble import Mix, mix_scores
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -320,13 +321,27 @@ class ClipZeroShot(BaseEvaluator):
         return list(self._loader(model))
 
     def __call__(self, model: LoadedModel) -> dict[str, float]:
+        return topk_metrics(*self.outputs(model))
+
+    def outputs(self, model: LoadedModel) -> tuple[torch.Tensor, list[int]]:
+        """(logits [N, C] = scale * image features @ zero-shot head, class positions)."""
         if not (hasattr(model.module, "encode_image") and hasattr(model.module, "encode_text")):
             raise SgMergeError(f"--eval {self.name}: clip-zeroshot needs --model open_clip:ARCH")
         head = self.head(model)
         feats = self.image_features(model)
         scale = getattr(model.module, "logit_scale", None)
         scale = float(scale.detach().exp()) if isinstance(scale, torch.Tensor) else 1.0
-        return topk_metrics(scale * feats @ head, self.targets)
+        return scale * feats @ head, self.targets
+
+    def mixed(
+        self,
+        out0: tuple[torch.Tensor, list[int]],
+        out1: tuple[torch.Tensor, list[int]],
+        alpha: float,
+        mix: Mix,
+    ) -> dict[str, float]:
+        """top-1/top-5/loss of the two CLIPs' mixture (probabilities, or logits, averaged)."""
+        return topk_metrics(mix_scores(out0[0], out1[0], alpha, mix), out0[1])
 
 
 def topk_metrics(logits: torch.Tensor, targets: list[int]) -> dict[str, float]:
@@ -433,6 +448,10 @@ class ClipClassifierEval(ClipZeroShot):
         return columns, target[: len(self.paths)]
 
     def __call__(self, model: LoadedModel) -> dict[str, float]:
+        return topk_metrics(*self.outputs(model))
+
+    def outputs(self, model: LoadedModel) -> tuple[torch.Tensor, list[int]]:
+        """(logits of the head's competing classes [N, C], class positions)."""
         module = model.module
         head = getattr(module, "head", None)
         if not isinstance(head, torch.nn.Linear) or not hasattr(module, "encode_image"):
@@ -447,7 +466,7 @@ class ClipClassifierEval(ClipZeroShot):
         w = head.weight
         with inference(w.device):
             logits = head(feats.to(w.device, w.dtype)).float().cpu()
-        return topk_metrics(logits[:, columns], target_list)
+        return logits[:, columns], target_list
 
 
 def clip_classifier(spec: EvalSpec, o: ClipClassifierOptions) -> ClipClassifierEval:

@@ -48,6 +48,7 @@ from mergekit_sg.evals.common import (
 from mergekit_sg.evals.specs import LmMultipleChoiceOptions, LmPerplexityOptions
 from mergekit_sg.evals.text import TokenCache, length_batches, need_tokenizer, pad, pad_id
 from mergekit_sg.models.adapters import LoadedModel
+from mergekit_sg.models.ensemble import Mix, mix_token_logprobs
 
 KINDS = ("hf:causal-lm", "python")
 NO_TRUNCATION = 10**9
@@ -111,11 +112,42 @@ def target_logprobs(
     label: str,
 ) -> list[float]:
     """For each sequence, the summed log-probability of its last `n_targets` tokens, each given
-    all tokens before it in the sequence. Sequences are length-bucketed and right-padded; where
-    the model allows it, the LM head runs only at the scored positions (the head is a fifth of
-    a small LM's compute, and multiple choice scores a few tokens of a long prompt)."""
+    all tokens before it in the sequence (see token_logprobs)."""
+    return sum_tokens(
+        token_logprobs(
+            model,
+            seqs,
+            n_targets,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            pad_token=pad_token,
+            label=label,
+        )
+    )
+
+
+def sum_tokens(per_token: Sequence[torch.Tensor]) -> list[float]:
+    """Each sequence's summed log-probability (exactly summed, math.fsum)."""
+    return [math.fsum(t.tolist()) for t in per_token]
+
+
+def token_logprobs(
+    model: LoadedModel,
+    seqs: Sequence[Sequence[int]],
+    n_targets: Sequence[int],
+    *,
+    batch_size: int,
+    max_tokens: int,
+    pad_token: int,
+    label: str,
+) -> list[torch.Tensor]:
+    """For each sequence, the log-probabilities (float64) of its last `n_targets` tokens, each
+    given all tokens before it: what an ensemble of language models mixes token by token.
+    Sequences are length-bucketed and right-padded; where the model allows it, the LM head runs
+    only at the scored positions (the head is a fifth of a small LM's compute, and multiple
+    choice scores a few tokens of a long prompt)."""
     device = model.device
-    sums = [0.0] * len(seqs)
+    out: list[torch.Tensor] = [torch.empty(0, dtype=torch.float64)] * len(seqs)
     extra = {"use_cache": False} if model.kind.startswith("hf:") else {}
     split = _split_head(model.module) if model.kind.startswith("hf:") else None
     with inference(device), progress(label, len(seqs)) as advance:
@@ -132,19 +164,19 @@ def target_logprobs(
                 k = 0
                 for j, i in enumerate(b):
                     n = spans[j][1] - spans[j][0]
-                    sums[i] = -math.fsum(nll[k : k + n].double().tolist())
+                    out[i] = -nll[k : k + n].double()
                     k += n
             else:
-                out = model.module(input_ids=ids, attention_mask=mask, **extra)
-                logits = out.logits if hasattr(out, "logits") else out[0]
+                res = model.module(input_ids=ids, attention_mask=mask, **extra)
+                logits = res.logits if hasattr(res, "logits") else res[0]
                 nll = F.cross_entropy(
                     logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none"
                 ).cpu()
                 for j, i in enumerate(b):
                     s, e = spans[j]
-                    sums[i] = -math.fsum(nll[j, s:e].double().tolist())
+                    out[i] = -nll[j, s:e].double()
             advance(len(b))
-    return sums
+    return out
 
 
 def next_token_logprobs(
@@ -219,6 +251,32 @@ class Perplexity(BaseEvaluator):
     _cache: TokenCache = field(default_factory=TokenCache, repr=False)
 
     def __call__(self, model: LoadedModel) -> dict[str, float]:
+        return self.scores(self.outputs(model))
+
+    def mixed(
+        self, out0: list[torch.Tensor], out1: list[torch.Tensor], alpha: float, mix: Mix
+    ) -> dict[str, float]:
+        """Perplexity of the mixture: token probabilities mixed, (1 - a) p0(t) + a p1(t)."""
+        return self.scores(
+            [mix_token_logprobs(a, b, alpha) for a, b in zip(out0, out1, strict=True)]
+        )
+
+    def scores(self, per_token: list[torch.Tensor]) -> dict[str, float]:
+        """perplexity exp(nll), nll (mean over scored tokens) and probability exp(-nll); for
+        plain documents also lm-eval's word and byte perplexity and bits per byte."""
+        total = math.fsum(sum_tokens(per_token))
+        nll = -total / sum(len(t) for t in per_token)
+        out = {"perplexity": math.exp(nll), "nll": nll, "probability": math.exp(-nll)}
+        if self.pairs is None:
+            n_words = sum(len(re.split(r"\s+", d)) for d in self.docs)
+            n_bytes = sum(len(d.encode("utf-8")) for d in self.docs)
+            out["word_perplexity"] = math.exp(-total / n_words)
+            out["byte_perplexity"] = math.exp(-total / n_bytes)
+            out["bits_per_byte"] = -total / n_bytes / math.log(2)
+        return out
+
+    def outputs(self, model: LoadedModel) -> list[torch.Tensor]:
+        """Per scored window, the log-probabilities of its scored tokens."""
         _check_kind(model, self.name, "lm-perplexity")
         tok = need_tokenizer(model, f"--eval {self.name}")
         length = self.max_length or default_max_length(model)
@@ -249,7 +307,7 @@ class Perplexity(BaseEvaluator):
         if not wins:
             what = "response has a token" if self.pairs is not None else "document has two tokens"
             raise SgMergeError(f"--eval {self.name}: no {what} to score")
-        sums = target_logprobs(
+        return token_logprobs(
             model,
             [w for w, _ in wins],
             [n for _, n in wins],
@@ -258,16 +316,6 @@ class Perplexity(BaseEvaluator):
             pad_token=pad_id(tok),
             label=self.name,
         )
-        total = math.fsum(sums)
-        nll = -total / sum(n for _, n in wins)
-        out = {"perplexity": math.exp(nll), "nll": nll, "probability": math.exp(-nll)}
-        if self.pairs is None:
-            n_words = sum(len(re.split(r"\s+", d)) for d in self.docs)
-            n_bytes = sum(len(d.encode("utf-8")) for d in self.docs)
-            out["word_perplexity"] = math.exp(-total / n_words)
-            out["byte_perplexity"] = math.exp(-total / n_bytes)
-            out["bits_per_byte"] = -total / n_bytes / math.log(2)
-        return out
 
 
 def prefix_token(tok: Any) -> int:
@@ -416,11 +464,29 @@ class MultipleChoice(BaseEvaluator):
         return seqs, counts
 
     def __call__(self, model: LoadedModel) -> dict[str, float]:
+        return self.scores(self.outputs(model))
+
+    def outputs(self, model: LoadedModel) -> list[torch.Tensor]:
+        """Per (question, choice) sequence, the log-probabilities of the choice's tokens."""
         _check_kind(model, self.name, "lm-multiple-choice")
         tok = need_tokenizer(model, f"--eval {self.name}")
         length = self.max_length or default_max_length(model)
         seqs, counts = self._cache.get(tok, length, lambda: self.sequences(tok, length))
-        sums = self._scores(model, seqs, counts, pad_id(tok))
+        return self._token_scores(model, seqs, counts, pad_id(tok))
+
+    def mixed(
+        self, out0: list[torch.Tensor], out1: list[torch.Tensor], alpha: float, mix: Mix
+    ) -> dict[str, float]:
+        """Choice scores of the mixture: token probabilities mixed, then summed in log space."""
+        return self.scores(
+            [mix_token_logprobs(a, b, alpha) for a, b in zip(out0, out1, strict=True)]
+        )
+
+    def scores(self, per_token: list[torch.Tensor]) -> dict[str, float]:
+        """accuracy (summed log-probability), accuracy_norm (per token), accuracy_char_norm
+        (per character, lm-eval's acc_norm) and the loss of the answer among the choices."""
+        sums = sum_tokens(per_token)
+        counts = [len(t) for t in per_token]
         hits = hits_norm = hits_chars = 0
         loss = 0.0
         k = 0
@@ -442,13 +508,13 @@ class MultipleChoice(BaseEvaluator):
             "loss": loss / n_q,
         }
 
-    def _scores(
+    def _token_scores(
         self, model: LoadedModel, seqs: list[list[int]], counts: list[int], pad_token: int
-    ) -> list[float]:
-        """Each choice's summed log-likelihood. A question's one-token choices share one forward
-        of their common context (the next-token distribution), as lm-eval groups them; every
-        longer choice is scored as its own sequence."""
-        sums = [0.0] * len(seqs)
+    ) -> list[torch.Tensor]:
+        """Each choice's token log-probabilities. A question's one-token choices share one
+        forward of their common context (the next-token distribution), as lm-eval groups them;
+        every longer choice is scored as its own sequence."""
+        sums: list[torch.Tensor] = [torch.empty(0, dtype=torch.float64)] * len(seqs)
         ctxs: list[list[int]] = []  # one context per question with one-token choices
         groups: list[list[int]] = []  # the (question, choice) indices scored from it
         rest: list[int] = []
@@ -477,9 +543,9 @@ class MultipleChoice(BaseEvaluator):
             )
             for g, lp in zip(groups, lps, strict=True):
                 for i, v in zip(g, lp, strict=True):
-                    sums[i] = v
+                    sums[i] = torch.tensor([v], dtype=torch.float64)
         if rest:
-            got = target_logprobs(
+            got = token_logprobs(
                 model,
                 [seqs[i] for i in rest],
                 [counts[i] for i in rest],

@@ -13,6 +13,7 @@ from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import BaseEvaluator, EvalSpec, Evaluator
 from mergekit_sg.evals.specs import validate_options
 from mergekit_sg.models.adapters import LoadedModel
+from mergekit_sg.models.ensemble import Mix, mix_scores
 
 Factory = Callable[[EvalSpec, Any], Evaluator]
 
@@ -104,3 +105,18 @@ class PythonEvaluator(BaseEvaluator):
         if not isinstance(out, dict):
             raise SgMergeError(f"--eval {self.name}: the function must return a float or a dict")
         return {str(k): float(v) for k, v in out.items()}
+
+    def can_ensemble(self) -> bool:
+        """A user function takes part in output-space ensembles when it carries
+        `fn.outputs(model, **options) -> (class scores [N, C], targets)` and
+        `fn.score(scores, targets) -> dict` (as prompt_eval does): scores mix as CLIP logits."""
+        return callable(getattr(self.fn, "outputs", None)) and callable(
+            getattr(self.fn, "score", None)
+        )
+
+    def outputs(self, model: LoadedModel) -> Any:
+        return self.fn.outputs(model, **(self.options or {}))  # type: ignore[union-attr]
+
+    def mixed(self, out0: Any, out1: Any, alpha: float, mix: Mix) -> dict[str, float]:
+        scores = mix_scores(out0[0], out1[0], alpha, mix)
+        return {str(k): float(v) for k, v in self.fn.score(scores, out0[1]).items()}  # type: ignore[union-attr]

@@ -24,6 +24,7 @@ from mergekit_sg.evals.specs import EmbeddingSimilarityOptions
 from mergekit_sg.evals.stats import pearson, spearman
 from mergekit_sg.evals.text import TokenCache, embed_texts
 from mergekit_sg.models.adapters import LoadedModel
+from mergekit_sg.models.ensemble import Mix, mix_embeddings
 
 Pair = tuple[str, str, float]
 
@@ -39,21 +40,43 @@ class EmbeddingSimilarity(BaseEvaluator):
 
     def predicted(self, model: LoadedModel) -> tuple[list[float], list[float]]:
         """(cosine similarities, human scores) over the pairs or the upper triangle."""
+        return self.similarities(self.outputs(model))
+
+    def outputs(self, model: LoadedModel) -> torch.Tensor:
+        """Normalised embeddings [N, D] of the pairs' distinct texts, or of the documents."""
         if self.pairs is not None:
-            words = list(dict.fromkeys(t for a, b, _ in self.pairs for t in (a, b)))
-            emb = self._embed(model, words)
-            pos = {w: i for i, w in enumerate(words)}
+            return self._embed(model, self._words())
+        assert self.docs is not None
+        return self._embed(model, self.docs)
+
+    def _words(self) -> list[str]:
+        assert self.pairs is not None
+        return list(dict.fromkeys(t for a, b, _ in self.pairs for t in (a, b)))
+
+    def similarities(self, emb: torch.Tensor) -> tuple[list[float], list[float]]:
+        """(cosine similarities, human scores) from normalised embeddings."""
+        if self.pairs is not None:
+            pos = {w: i for i, w in enumerate(self._words())}
             ia = torch.tensor([pos[a] for a, _, _ in self.pairs])
             ib = torch.tensor([pos[b] for _, b, _ in self.pairs])
             cos = (emb[ia] * emb[ib]).sum(-1).double().tolist()
             return cos, [s for _, _, s in self.pairs]
         assert self.docs is not None and self.matrix is not None
-        emb = self._embed(model, self.docs)
         sim = (emb @ emb.T).double()
         n = len(self.docs)
         iu = torch.triu_indices(n, n, offset=1)
         human = [self.matrix[i][j] for i, j in iu.T.tolist()]
         return sim[iu[0], iu[1]].tolist(), human
+
+    def mixed(
+        self, out0: torch.Tensor, out1: torch.Tensor, alpha: float, mix: Mix
+    ) -> dict[str, float]:
+        """Correlations of the mixture: normalised embeddings averaged, then renormalised."""
+        return self.scores(mix_embeddings(out0, out1, alpha))
+
+    def scores(self, emb: torch.Tensor) -> dict[str, float]:
+        pred, human = self.similarities(emb)
+        return {"spearman": spearman(pred, human), "pearson": pearson(pred, human)}
 
     def _embed(self, model: LoadedModel, texts: list[str]) -> torch.Tensor:
         return embed_texts(
@@ -66,8 +89,7 @@ class EmbeddingSimilarity(BaseEvaluator):
         )
 
     def __call__(self, model: LoadedModel) -> dict[str, float]:
-        pred, human = self.predicted(model)
-        return {"spearman": spearman(pred, human), "pearson": pearson(pred, human)}
+        return self.scores(self.outputs(model))
 
 
 def read_pairs(path: Path, a: int, b: int, score: int) -> list[Pair]:

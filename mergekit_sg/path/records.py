@@ -21,9 +21,16 @@ class Record:
     value: float
     role: str
     inputs: dict[str, str]  # role -> fingerprint (sha256 of the weight files)
+    space: str = "weight"  # "weight": the merged model; "output": the two models' ensemble
 
     def key(self) -> tuple:
-        return (self.path, round(self.alpha, 10), self.evaluator, _inputs_key(self.inputs))
+        return (
+            self.path,
+            round(self.alpha, 10),
+            self.evaluator,
+            _inputs_key(self.inputs),
+            self.space,
+        )
 
 
 def _inputs_key(inputs: dict[str, str]) -> str:
@@ -49,14 +56,20 @@ class RecordStore:
                             d["value"],
                             d["role"],
                             d["inputs"],
+                            d.get("space", "weight"),
                         )
                     )
 
     def done(
-        self, path: str, alpha: float, evaluator: str, inputs: dict[str, str]
+        self,
+        path: str,
+        alpha: float,
+        evaluator: str,
+        inputs: dict[str, str],
+        space: str = "weight",
     ) -> dict[str, float] | None:
         """The metrics already recorded for this point, or None."""
-        key = (path, round(alpha, 10), evaluator, _inputs_key(inputs))
+        key = (path, round(alpha, 10), evaluator, _inputs_key(inputs), space)
         found = {r.metric: r.value for r in self.records if r.key() == key}
         return found or None
 
@@ -77,6 +90,7 @@ class RecordStore:
                     "value": r.value,
                     "role": r.role,
                     "inputs": r.inputs,
+                    "space": r.space,
                     **(extra or {}),
                 }
                 f.write(json.dumps(row) + "\n")

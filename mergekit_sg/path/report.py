@@ -33,13 +33,32 @@ def scan_table(report: ScanReport) -> Table:
         cells += [_fmt(p.metrics.get(e.name, {}).get(e.primary)) for e in r.evals]
         cells += [_fmt(r.score(p, "speciality")), _fmt(r.score(p, "generality")), _fmt(r.hm(p))]
         t.add_row(*cells, style="bold green" if mark else None)
+    _output_rows(t, report)
     return t
+
+
+def _output_rows(t: Table, report: ScanReport) -> None:
+    """`scan --ensemble`: the output-space ensemble's rows below the weight-space ones, each
+    evaluator's score with the ensemble's inference cost (two forward passes) beside it."""
+    r = report.result
+    if not r.outputs:
+        return
+    t.add_section()
+    t.add_row(f"output-space ensemble ({r.mix}): score [seconds for two forward passes]")
+    for p in r.outputs:
+        cells = [f"{p.alpha:g} ens"]
+        for e in r.evals:
+            m = p.metrics.get(e.name, {})
+            cost = m.get("seconds")
+            cells.append(_fmt(m.get(e.primary)) + (f" [{cost:.2f}s]" if cost is not None else ""))
+        cells += [_fmt(r.score(p, "speciality")), _fmt(r.score(p, "generality")), _fmt(r.hm(p))]
+        t.add_row(*cells, style="cyan")
 
 
 def write_scan_outputs(report: ScanReport, out: Path) -> list[Path]:
     """results.csv, summary.json, metrics.png and tradeoff.png under `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = report.result.rows()
+    rows = report.result.all_rows() if report.result.outputs else report.result.rows()
     cols = list(dict.fromkeys(k for row in rows for k in row))
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
@@ -107,6 +126,7 @@ def _scan_plots(report: ScanReport, out: Path) -> list[Path]:
         ax.set_title("WiSE-FT: speciality vs generality along alpha", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
+        _output_curve(ax, report)
         fig.tight_layout()
         files.append(out / "tradeoff.png")
         fig.savefig(files[-1], dpi=120)
@@ -158,3 +178,23 @@ def write_lmc_outputs(report: LmcReport, out: Path) -> list[Path]:
     fig.savefig(out / "lmc.png", dpi=120)
     plt.close(fig)
     return [out / "lmc.csv", out / "lmc.json", out / "lmc.png"]
+
+
+def _output_curve(ax: object, report: ScanReport) -> None:
+    """`scan --ensemble`: the output-space ensemble's speciality vs generality on the trade-off
+    axes, dashed, sharing the endpoints with the weight-space curve (WiSE-FT's figure)."""
+    r = report.result
+    pts = [(p.alpha, r.score(p, "speciality"), r.score(p, "generality")) for p in r.outputs]
+    pts = [(a, s, g) for a, s, g in pts if s is not None and g is not None]
+    if not pts:
+        return
+    ax.get_lines()[0].set_label("weight-space merge")  # type: ignore[attr-defined]
+    ax.plot(  # type: ignore[attr-defined]
+        [g for _, _, g in pts],
+        [s for _, s, _ in pts],
+        "^--",
+        color="tab:gray",
+        ms=5,
+        label=f"output-space ensemble ({r.mix})",
+    )
+    ax.legend(fontsize=8, loc="best")  # type: ignore[attr-defined]

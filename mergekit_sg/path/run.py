@@ -82,6 +82,12 @@ class ScanOptions(PathOptions):
         "a task-vector method's lambda walks a linear path (a WiSE-FT point's cost), other "
         "coefficients are merged again per value.",
     )
+    ensemble: Literal["probs", "logits"] | None = Field(
+        default=None,
+        description="Also score, at every alpha, the output-space ensemble of the two models "
+        "(both held live): probs (softmax probabilities averaged; the default of a bare "
+        "--ensemble) or logits.",
+    )
 
 
 class LmcOptions(PathOptions):
@@ -158,6 +164,8 @@ def scan(
     if opts.config or opts.param:
         raise SgMergeError("--config/--param scan a merge config: give no PRETRAINED FINETUNED")
     evs = make_evaluators(opts.eval, evaluators)
+    if opts.ensemble is not None:
+        _check_ensemble(evs)
     alphas = with_endpoints(parse_alphas(opts.alphas))
     out = Path(out) if out is not None else None
     refs = {"pretrained": str(pretrained), "finetuned": str(finetuned)}
@@ -173,6 +181,9 @@ def scan(
         side_weights=model.side_weights,
     )
     result = scan_path(path, model, alphas, evs, store, inputs, "pretrained->finetuned", progress)
+    if opts.ensemble is not None:  # the output-space curve beside the weight-space one
+        del path, model  # the merged model's memory is freed before the two endpoints load
+        _scan_ensemble(result, opts, pretrained, finetuned, alphas, evs, store, inputs)
     report = ScanReport(result, None, inputs, refs, out=out)
     try:
         report.selection = select(result, opts.select, opts.min_speciality, opts.min_generality)
@@ -181,6 +192,43 @@ def scan(
             raise
         report.note = str(e)
     return report
+
+
+def _check_ensemble(evs: list[Evaluator]) -> None:
+    from mergekit_sg.evals.ensemble import can_ensemble
+
+    for ev in evs:
+        if not can_ensemble(ev):
+            raise SgMergeError(
+                f"--ensemble: --eval {ev.name} does not say how outputs mix (a python "
+                "evaluator needs fn.outputs and fn.score)"
+            )
+
+
+def _scan_ensemble(
+    result: ScanResult,
+    opts: ScanOptions,
+    pretrained: str | Path,
+    finetuned: str | Path,
+    alphas: list[float],
+    evs: list[Evaluator],
+    store: RecordStore,
+    inputs: dict[str, str],
+) -> None:
+    """Both endpoint models loaded once and held live; their outputs mixed at every alpha."""
+    from mergekit_sg.models.ensemble import ModelPair
+    from mergekit_sg.path.ensemble import scan_outputs
+
+    assert opts.ensemble is not None
+    device = resolve_device(opts.device)
+    pair = ModelPair(
+        load_model(opts.model, pretrained, device), load_model(opts.model, finetuned, device)
+    )
+    keyed = {**inputs, "ensemble": opts.ensemble}
+    result.outputs = scan_outputs(
+        pair, alphas, evs, opts.ensemble, store, keyed, "pretrained->finetuned"
+    )
+    result.mix = opts.ensemble
 
 
 @dataclass

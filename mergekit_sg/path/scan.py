@@ -46,6 +46,9 @@ class ScanResult:
     path: str
     evals: list[EvalInfo]
     points: list[ScanPoint] = field(default_factory=list)
+    # `scan --ensemble`: the output-space ensemble at each alpha (metrics plus `seconds`)
+    outputs: list[ScanPoint] = field(default_factory=list)
+    mix: str | None = None  # how the ensemble's outputs mixed: "probs" or "logits"
 
     def score(self, point: ScanPoint, role: str) -> float | None:
         """Mean of the primary metrics of the evaluators with this role, oriented so that
@@ -82,6 +85,13 @@ class ScanResult:
             row["hm"] = self.hm(p)
             out.append(row)
         return out
+
+    def all_rows(self) -> list[dict[str, float | str | None]]:
+        """rows() marked space=weight, then the output-space ensemble's rows (space=output,
+        with its inference cost `<evaluator>.seconds`): one table for both curves."""
+        weight = [{"space": "weight", **r} for r in self.rows()]
+        ens = ScanResult(self.path, self.evals, self.outputs).rows()
+        return [*weight, *({"space": "output", **r} for r in ens)]
 
 
 def with_endpoints(alphas: list[float]) -> list[float]:

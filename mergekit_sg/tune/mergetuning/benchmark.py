@@ -1,9 +1,14 @@
 """The prompt protocols of CoOp-style papers as one run: for every dataset and seed, learn the
-CoOp prompt (the fine-tuned endpoint), continue it with MERGETUNE, and score the zero-shot CLIP
-(the dataset's hand-written template), the initial prompt, CoOp and MERGETUNE on the test set
-(base, novel and their harmonic mean with `base_classes`) and on distribution shifts (e.g.
-ImageNet -> V2, Sketch, A, R, ObjectNet). Finished runs are reused, so a stopped benchmark
-continues where it stopped; results go to OUT/results.jsonl and OUT/summary.json."""
+CoOp prompt (and, with `methods: [coop, kgcoop]`, the KgCoOp prompt: CoOp plus
+kg_weight * (1 - mean_c cos(T(w)_c, T_zs_c))), continue each with MERGETUNE, and score the
+zero-shot CLIP (the dataset's hand-written template), the initial prompt, CoOp, KgCoOp and each
++ MERGETUNE on the test set (base, novel and their harmonic mean with `base_classes`) and on
+other image sets (`shifts`: ImageNet -> V2, Sketch, A, R for domain generalisation, or the ten
+other datasets for cross-dataset transfer, each with its own class names and template). With
+`zs_ensemble`, every learned prompt is also scored ensembled with the zero-shot classifier
+(softmax probabilities mixed, weight `ensemble_alpha` on the prompt). Finished runs are reused,
+so a stopped benchmark continues where it stopped; results go to OUT/results.jsonl,
+OUT/summary.json and the paper-style table OUT/table.md (OUT/table.csv)."""
 
 from __future__ import annotations
 
@@ -11,20 +16,27 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
-from typing import Any
+from typing import Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mergekit_sg.models.ensemble import mix_scores
 from mergekit_sg.tune.mergetuning.mergetune_options import MergetuneOptions
 from mergekit_sg.tune.mergetuning.run import mergetune
 from mergekit_sg.tune.prompt import (
     PROMPT_FILE,
     CoopOptions,
+    Images,
+    class_metrics,
     coop,
+    harmonic_mean,
+    image_features,
     load_prompt,
+    prompt_logits,
     read_images,
     read_prompt,
-    split_accuracy,
+    split_classes,
 )
 from mergekit_sg.version import TOOLKIT
 
@@ -47,7 +59,13 @@ RESERVED = (
     "zs_template",
     "force",
     "trainable",
+    "kg_weight",
 )
+# method -> (prompt folder, its MERGETUNE folder, row labels); "coop"/"mergetune" as before
+METHODS = {
+    "coop": ("coop", "mergetune", "coop", "mergetune"),
+    "kgcoop": ("kgcoop", "kgcoop-mergetune", "kgcoop", "kgcoop+mergetune"),
+}
 
 
 class ImageSetRef(BaseModel):
@@ -57,6 +75,11 @@ class ImageSetRef(BaseModel):
 
     data: str = Field(description="Image folder, CSV manifest or CoOp split (X.json:test).")
     classnames: str | None = Field(default=None, description="Class-name file.")
+    zs_template: str | None = Field(
+        default=None,
+        description="This set's hand-written template for the zero-shot rows (default: the "
+        "training dataset's); cross-dataset transfer gives each target its own.",
+    )
 
 
 class DatasetEntry(BaseModel):
@@ -116,6 +139,16 @@ class PromptBenchmarkOptions(BaseModel):
     )
     coop: dict[str, Any] = Field(default={}, description="Settings of sgmerge coop.")
     mergetune: dict[str, Any] = Field(default={}, description="Settings of sgmerge mergetune.")
+    methods: list[Literal["coop", "kgcoop"]] = Field(
+        default=["coop"], description="Prompt learners, each continued with MERGETUNE."
+    )
+    kg_weight: float = Field(default=8.0, gt=0, description="KgCoOp's weight W (8.0 in KgCoOp).")
+    zs_ensemble: bool = Field(
+        default=False, description="Also score each learned prompt ensembled with zero-shot."
+    )
+    ensemble_alpha: float = Field(
+        default=0.5, gt=0, lt=1, description="Weight of the prompt in the zero-shot ensemble."
+    )
     device: str = Field(default="auto", description="cpu, cuda[:N] or auto.")
     force: bool = Field(default=False, description="Retrain runs that are already done.")
 
@@ -161,60 +194,113 @@ def run_benchmark(
                 "seed": seed,
                 "device": o.device,
             }
-            if o.force or not (run / "coop" / PROMPT_FILE).exists():
-                coop(
-                    run / "coop",
-                    quiet=quiet,
-                    save_init=str(run / "init"),
-                    force=True,
-                    **{**common, **o.coop},
-                )
-            if o.force or not (run / "mergetune" / PROMPT_FILE).exists():
-                mergetune(
-                    run / "mergetune",
-                    quiet=quiet,
-                    finetuned=str(run / "coop"),
-                    zs_template=ds.zs_template,
-                    force=True,
-                    **{**common, **o.mergetune},
-                )
+            for method in o.methods:
+                _train(run, method, ds, common, o, quiet)
             rows.extend(_score(run, ds, seed, o))
     with (out / RESULTS).open("w") as f:
         for r in rows:
             f.write(json.dumps({"toolkit": TOOLKIT, **r}) + "\n")
     summary = summarise(rows)
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    write_table(out, summary)
     return BenchmarkResult(out, rows, summary)
+
+
+def _train(
+    run: Path,
+    method: str,
+    ds: DatasetEntry,
+    common: dict[str, Any],
+    o: PromptBenchmarkOptions,
+    quiet: bool,
+) -> None:
+    """The method's prompt (CoOp, or KgCoOp with T_zs from the dataset's template) and its
+    MERGETUNE continuation, unless already on disk."""
+    folder, continued, _, _ = METHODS[method]
+    if o.force or not (run / folder / PROMPT_FILE).exists():
+        extra: dict[str, Any] = {}
+        if method == "coop" or not (run / "init" / PROMPT_FILE).exists():
+            extra["save_init"] = str(run / "init")  # the initial prompt: the same for both
+        if method == "kgcoop":
+            extra.update(kg_weight=o.kg_weight, zs_template=ds.zs_template)
+        coop(run / folder, quiet=quiet, force=True, **extra, **{**common, **o.coop})
+    if o.force or not (run / continued / PROMPT_FILE).exists():
+        mergetune(
+            run / continued,
+            quiet=quiet,
+            finetuned=str(run / folder),
+            zs_template=ds.zs_template,
+            force=True,
+            **{**common, **o.mergetune},
+        )
 
 
 def _score(
     run: Path, ds: DatasetEntry, seed: int, o: PromptBenchmarkOptions
 ) -> list[dict[str, Any]]:
-    """One row per (model, evaluation set): zero-shot template, init prompt, CoOp, MERGETUNE."""
+    """One row per (model, evaluation set): zero-shot template, init prompt, each method's
+    prompt and its MERGETUNE continuation, and (zs_ensemble) each learned prompt ensembled with
+    the zero-shot classifier: log((1 - a) softmax(l_zs) + a softmax(l_prompt))."""
     from mergekit_sg.tune.core import resolve_device
 
     device = str(resolve_device(o.device))
-    sets = {}
+    sets: dict[str, tuple[Images, bool, str]] = {}
     if ds.test_data:
-        sets["test"] = (read_images(ds.test_data, ds.classnames), o.base_classes)
+        sets["test"] = (read_images(ds.test_data, ds.classnames), o.base_classes, ds.zs_template)
     for name, ref in ds.shifts.items():
-        sets[name] = (read_images(ref.data, ref.classnames), False)
+        sets[name] = (
+            read_images(ref.data, ref.classnames),
+            False,
+            ref.zs_template or ds.zs_template,
+        )
     cache: dict[Any, Any] = {}
-    rows = []
-    base = load_prompt(run / "coop", device, o.pretrained)
-    for label, folder, template in (
-        ("zero-shot", None, ds.zs_template),
-        ("init-prompt", run / "init", None),
-        ("coop", run / "coop", None),
-        ("mergetune", run / "mergetune", None),
-    ):
+    models: list[tuple[str, Path | None]] = [("zero-shot", None), ("init-prompt", run / "init")]
+    for method in o.methods:
+        folder, continued, label, cont_label = METHODS[method]
+        models += [(label, run / folder), (cont_label, run / continued)]
+    learned = [m for m, _ in models[2:]]
+    first = next(f for _, f in models if f is not None and (f / PROMPT_FILE).exists())
+    base = load_prompt(first, device, o.pretrained)
+    logits: dict[str, dict[str, dict[str, tuple[torch.Tensor, list[int]]]]] = {}
+    for label, folder in models:
         if folder is not None:
             ctx, _ = read_prompt(folder)
             base.ctx.data.copy_(ctx.to(base.ctx.device))
-        for set_name, (images, split) in sets.items():
-            acc = split_accuracy(base, images, split, template=template, cache=cache)
+        for set_name, (images, split, template) in sets.items():
+            zs = template if folder is None else None
+            logits.setdefault(label, {})[set_name] = _split_logits(base, images, split, zs, cache)
+    rows = []
+    ensembles = [(f"{m} + zero-shot", m) for m in learned] if o.zs_ensemble else []
+    for label in [m for m, _ in models] + [e for e, _ in ensembles]:
+        source = dict(ensembles).get(label)
+        for set_name, (_, split, _) in sets.items():
+            acc = {}
+            for part, (lg, y) in logits[source or label][set_name].items():
+                if source is not None:
+                    zs_logits = logits["zero-shot"][set_name][part][0]
+                    lg = mix_scores(zs_logits, lg, o.ensemble_alpha, "probs")
+                acc[part] = class_metrics(lg, y)["accuracy"]
+            if split:
+                acc["hm"] = harmonic_mean(acc["base"], acc["novel"])
             rows.append({"dataset": ds.name, "seed": seed, "model": label, "set": set_name, **acc})
     return rows
+
+
+def _split_logits(
+    pm: Any, images: Images, base_novel: bool, template: str | None, cache: dict[Any, Any]
+) -> dict[str, tuple[torch.Tensor, list[int]]]:
+    """Logits and labels on all classes, or on base and novel each among its own classes (as
+    CoOp scores them); image features computed once per (set, split)."""
+    out = {}
+    for which in ("all", "base", "novel") if base_novel else ("all",):
+        part = split_classes(images, which)
+        key = (images.source, which)
+        if key not in cache:
+            cache[key] = image_features(pm, part)
+        with torch.no_grad():
+            lg = prompt_logits(pm, part, cache[key], template=template).float().cpu()
+        out[which] = (lg, list(part.labels))
+    return out
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -229,3 +315,77 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
     for (ds, model), metrics in groups.items():
         out.setdefault(ds, {})[model] = {k: mean(v) for k, v in metrics.items()}
     return out
+
+
+TABLE_MD = "table.md"
+TABLE_CSV = "table.csv"
+
+
+def paper_table(
+    summary: dict[str, dict[str, dict[str, float]]],
+) -> tuple[list[str], list[list[str | float | None]]]:
+    """The papers' table: one row per model; per dataset base / novel / HM (base-to-novel) or
+    its test accuracy, every other set's accuracy (targets, shifts), then the averages: base,
+    novel and the HM of those two averages (as CoCoOp and KgCoOp report it), and the mean over
+    the target sets. Values are accuracies in percent (None where a model has none)."""
+    cols: list[tuple[str, str, str]] = []  # (header, dataset, metric key)
+    for ds, models in summary.items():
+        keys = list(dict.fromkeys(k for m in models.values() for k in m))
+        if "test.hm" in keys:
+            cols += [(f"{ds} base", ds, "test.base"), (f"{ds} novel", ds, "test.novel")]
+            cols.append((f"{ds} HM", ds, "test.hm"))
+        elif "test.all" in keys:
+            cols.append((ds, ds, "test.all"))
+        cols += [(k.removesuffix(".all"), ds, k) for k in keys if not k.startswith("test.")]
+    names = list(dict.fromkeys(m for models in summary.values() for m in models))
+    b2n = any(key == "test.hm" for _, _, key in cols)
+    targets = [c for c in cols if not c[2].startswith("test.")]
+    header = ["model", *(c[0] for c in cols)]
+    header += ["average base", "average novel", "average HM"] if b2n else []
+    header += ["average (targets)"] if targets else []
+    rows: list[list[str | float | None]] = []
+    for name in names:
+
+        def val(ds: str, key: str, name: str = name) -> float | None:
+            v = summary[ds].get(name, {}).get(key)
+            return None if v is None else 100 * v
+
+        row: list[str | float | None] = [name, *(val(ds, key) for _, ds, key in cols)]
+        if b2n:
+            base = _avg([val(ds, "test.base") for ds in summary if "test.hm" in _keys(summary, ds)])
+            novel = _avg(
+                [val(ds, "test.novel") for ds in summary if "test.hm" in _keys(summary, ds)]
+            )
+            hm = 2 * base * novel / (base + novel) if base and novel else None
+            row += [base, novel, hm]
+        if targets:
+            row.append(_avg([val(ds, key) for _, ds, key in targets]))
+        rows.append(row)
+    return header, rows
+
+
+def _keys(summary: dict[str, dict[str, dict[str, float]]], ds: str) -> set[str]:
+    return {k for m in summary[ds].values() for k in m}
+
+
+def _avg(values: list[float | None]) -> float | None:
+    return mean(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
+
+
+def write_table(out: Path, summary: dict[str, dict[str, dict[str, float]]]) -> list[Path]:
+    """OUT/table.md (markdown, accuracies in %) and OUT/table.csv."""
+    import csv
+
+    header, rows = paper_table(summary)
+
+    def cell(v: str | float | None) -> str:
+        return "-" if v is None else v if isinstance(v, str) else f"{v:.2f}"
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    (out / TABLE_MD).write_text("\n".join(lines) + "\n")
+    with (out / TABLE_CSV).open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows([[("" if v is None else v) for v in row] for row in rows])
+    return [out / TABLE_MD, out / TABLE_CSV]

@@ -7,7 +7,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mergekit_sg.tune.prompt.prompt_file import clip_logits
+from mergekit_sg.tune.prompt.prompt_file import clip_logits, cosine_surrogate
+
+__all__ = ["cosine_surrogate", "l2_surrogate", "path_alphas", "prompt_objective"]
 
 
 def path_alphas(
@@ -19,11 +21,6 @@ def path_alphas(
     if mode == "random":
         return torch.rand(k, generator=generator, dtype=torch.float64).tolist()
     return [(2 * i + 1) / (2 * k) for i in range(k)]
-
-
-def cosine_surrogate(t_w: torch.Tensor, t_zs: torch.Tensor) -> torch.Tensor:
-    """1 - mean_c cos(T(w)_c, T_zs_c): equals 0.5 * mean ||norm(T(w)) - norm(T_zs)||^2."""
-    return 1 - F.cosine_similarity(t_w, t_zs, dim=-1).mean()
 
 
 def l2_surrogate(t_w: torch.Tensor, t_zs: torch.Tensor) -> torch.Tensor:

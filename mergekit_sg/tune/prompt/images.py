@@ -7,6 +7,7 @@ seeded loaders."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,7 @@ def read_images(data: str | Path, classnames_file: str | Path | None = None) -> 
         names = [keyed[c] for c in classes]
         index = {c: i for i, c in enumerate(classes)}
     elif len(given) == len(classes):  # e.g. ImageNet's wnid folders with names in class order
-        names = given
+        names = _unkeyed(given)  # ImageNetV2's 0..999 folders with CoOp's `wnid name` lines
         index = {c: i for i, c in enumerate(classes)}
     else:
         raise SgMergeError(
@@ -102,6 +103,14 @@ def read_images(data: str | Path, classnames_file: str | Path | None = None) -> 
             "and the names do not match the folders"
         )
     return Images(found.paths, [index[x] for x in raw], names, str(root))
+
+
+def _unkeyed(lines: list[str]) -> list[str]:
+    """CoOp's `n01440764 tench` lines without their wnids (other lines as they are)."""
+    pairs = [ln.split(None, 1) for ln in lines]
+    if all(len(p) == 2 and re.fullmatch(r"n\d{8}", p[0]) for p in pairs):
+        return [p[1].strip() for p in pairs]
+    return lines
 
 
 def _keyed_names(lines: list[str], classes: list[str]) -> dict[str, str] | None:

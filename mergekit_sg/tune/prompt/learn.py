@@ -16,12 +16,14 @@ import torch.nn.functional as F
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.atomic import check_destination
 from mergekit_sg.models.adapters import load_model
+from mergekit_sg.models.coop import template_features
 from mergekit_sg.tune.core import LOG_FILE, Record, resolve_device, seed_all
 from mergekit_sg.tune.core import write_run as write_outputs
 from mergekit_sg.tune.prompt.prompt_file import (
     PromptModel,
     build_learner,
     clip_logits,
+    cosine_surrogate,
     prompt_meta,
     save_prompt,
 )
@@ -63,6 +65,17 @@ def write_run(
     write_outputs(out, lambda tmp: save_prompt(tmp, ctx, meta), log, summary_file, summary, force)
 
 
+def _kg_target(
+    opts: CoopOptions, clip: torch.nn.Module, tokenizer: Any, classes: list[str]
+) -> torch.Tensor | None:
+    """KgCoOp's T_zs (the template's normalised text features, frozen), or None for CoOp."""
+    if opts.kg_weight == 0:
+        return None
+    if "{}" not in opts.zs_template:
+        raise SgMergeError(f"--zs-template {opts.zs_template!r}: needs {{}} for the class name")
+    return template_features(clip, tokenizer, classes, opts.zs_template).float()
+
+
 def coop(
     out: str | Path, options: CoopOptions | None = None, quiet: bool = True, **kwargs: Any
 ) -> PromptResult:
@@ -91,11 +104,15 @@ def coop(
     )
     pm = PromptModel(loaded, learner.ctx.detach(), meta)
     scale = pm.scale()
+    t_zs = _kg_target(opts, clip, loaded.tokenizer, classes)
 
     def objective(feats: torch.Tensor, labels: torch.Tensor, ctx: torch.Tensor) -> dict:
         text = pm.text_features(classes, ctx)
         loss = F.cross_entropy(clip_logits(feats, text, scale), labels)
-        return {"loss": loss}
+        if t_zs is None:  # plain CoOp
+            return {"loss": loss}
+        kg = cosine_surrogate(text, t_zs)
+        return {"loss": loss + opts.kg_weight * kg, "main": loss, "kg": kg}
 
     run = train_prompt(
         pm,

@@ -37,6 +37,12 @@ def clip_logits(
     return scale * image @ F.normalize(text, dim=-1).T
 
 
+def cosine_surrogate(t_w: torch.Tensor, t_zs: torch.Tensor) -> torch.Tensor:
+    """1 - mean_c cos(T(w)_c, T_zs_c): equals 0.5 * mean ||norm(T(w)) - norm(T_zs)||^2.
+    MERGETUNE's L_zs in prompt mode, and KgCoOp's knowledge-guided term (`coop --kg-weight`)."""
+    return 1 - F.cosine_similarity(t_w, t_zs, dim=-1).mean()
+
+
 class PromptModel(torch.nn.Module):
     """Context vectors before each class name ("[ctx] <class>."), encoded by a frozen CLIP
     that is kept out of the state dict: `ctx` is the module's one tensor."""
@@ -172,6 +178,34 @@ def image_features(pm: PromptModel, images: Images, batch_size: int = 64) -> tor
 
 
 @torch.no_grad()
+def prompt_logits(
+    pm: PromptModel,
+    images: Images,
+    feats: torch.Tensor | None = None,
+    batch_size: int = 64,
+    template: str | None = None,
+) -> torch.Tensor:
+    """Logits [N, C] of the prompt's classifier over `images`' classes (or of CLIP's zero-shot
+    classifier from a hand-written `template`): s * I @ norm(T)^T."""
+    if feats is None:
+        feats = image_features(pm, images, batch_size)
+    if template is not None:
+        text = template_features(pm.clip, pm.loaded.tokenizer, images.classnames, template)
+    else:
+        text = F.normalize(pm.text_features(images.classnames).float(), dim=-1)
+    return pm.scale() * feats.to(text.device) @ text.T
+
+
+def class_metrics(logits: torch.Tensor, labels: list[int] | torch.Tensor) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy of logits [N, C]."""
+    y = torch.as_tensor(labels, device=logits.device)
+    return {
+        "accuracy": float((logits.argmax(-1) == y).float().mean()),
+        "loss": float(F.cross_entropy(logits, y)),
+    }
+
+
+@torch.no_grad()
 def evaluate(
     pm: PromptModel,
     images: Images,
@@ -181,29 +215,19 @@ def evaluate(
 ) -> dict[str, float]:
     """Top-1 accuracy and mean cross-entropy of the prompt's classifier over `images`' classes
     (or of CLIP's zero-shot classifier from a hand-written `template`)."""
-    if feats is None:
-        feats = image_features(pm, images, batch_size)
-    if template is not None:
-        text = template_features(pm.clip, pm.loaded.tokenizer, images.classnames, template)
-    else:
-        text = F.normalize(pm.text_features(images.classnames).float(), dim=-1)
-    logits = pm.scale() * feats.to(text.device) @ text.T
-    y = torch.tensor(images.labels, device=logits.device)
-    return {
-        "accuracy": float((logits.argmax(-1) == y).float().mean()),
-        "loss": float(F.cross_entropy(logits, y)),
-    }
+    return class_metrics(prompt_logits(pm, images, feats, batch_size, template), images.labels)
 
 
-def prompt_eval(
+def _prompt_outputs(
     model: LoadedModel,
     data: str,
     classes: str = "all",
     classnames: str | None = None,
     batch_size: str = "64",
-) -> dict[str, float]:
-    """`--eval NAME=python:mergekit_sg.tune.prompt:prompt_eval,data=DIR[,classes=base|novel]`:
-    accuracy and loss of the live prompt; image features are computed once per model."""
+    template: str | None = None,
+) -> tuple[torch.Tensor, list[int]]:
+    """(logits, labels) of the live prompt on `data` (or of the zero-shot `template`);
+    image features are computed once per model."""
     pm = model.module
     if not isinstance(pm, PromptModel):
         raise SgMergeError("prompt_eval needs --model python:mergekit_sg.tune.prompt:prompt_model")
@@ -213,4 +237,25 @@ def prompt_eval(
     key = (data, classes, classnames)
     if key not in pm.feature_cache:
         pm.feature_cache[key] = image_features(pm, images, int(batch_size))
-    return evaluate(pm, images, pm.feature_cache[key])
+    with torch.no_grad():
+        logits = prompt_logits(pm, images, pm.feature_cache[key], template=template)
+    return logits.float().cpu(), list(images.labels)
+
+
+def prompt_eval(
+    model: LoadedModel,
+    data: str,
+    classes: str = "all",
+    classnames: str | None = None,
+    batch_size: str = "64",
+    template: str | None = None,
+) -> dict[str, float]:
+    """`--eval NAME=python:mergekit_sg.tune.prompt:prompt_eval,data=DIR[,classes=base|novel]`:
+    accuracy and loss of the live prompt (with `template=`, of the zero-shot classifier from
+    that hand-written template). It takes part in `scan --ensemble`: the prompt's logits mix
+    as CLIP's (probabilities averaged), e.g. a learned prompt ensembled with the zero-shot one."""
+    return class_metrics(*_prompt_outputs(model, data, classes, classnames, batch_size, template))
+
+
+prompt_eval.outputs = _prompt_outputs  # type: ignore[attr-defined]
+prompt_eval.score = class_metrics  # type: ignore[attr-defined]

@@ -94,6 +94,16 @@ class CoopOptions(PromptDataOptions, ScheduleOptions):
     weight_decay: float = Field(default=5e-4, ge=0, description="SGD weight decay.")
     warmup_epochs: int = Field(default=1, ge=0, description="Epochs at the constant warm-up lr.")
     seed: int = Field(default=1, description="Seed of the few-shot sample, order and crops.")
+    kg_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="KgCoOp: add W * (1 - mean_c cos(T(w)_c, T_zs_c)), T_zs from --zs-template "
+        "(KgCoOp's default W is 8.0; 0 is plain CoOp).",
+    )
+    zs_template: str = Field(
+        default="a photo of a {}.",
+        description="The dataset's hand-written template, for T_zs of --kg-weight.",
+    )
     device: str = Field(default="auto", description="cpu, cuda[:N] or auto.")
     save_init: str | None = Field(
         default=None, description="Also write the initial prompt (the zero-shot one) here."
