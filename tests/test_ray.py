@@ -44,7 +44,7 @@ def _netns_reason() -> str | None:
     return None
 
 
-@pytest.mark.timeout(1800)  # about 3 min on an idle 2-core box; 13 min seen at load 19
+@pytest.mark.timeout(1800)  # 5 min seen at load 14 on 2 cores, 13 min at load 19
 def test_ray_checks_in_a_loopback_only_namespace() -> None:
     reason = _netns_reason()
     if reason:

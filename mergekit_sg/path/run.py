@@ -192,10 +192,10 @@ def scan(
     alphas = with_endpoints(parse_alphas(opts.alphas))
     out = Path(out) if out is not None else None
     refs = {"pretrained": str(pretrained), "finetuned": str(finetuned)}
-    store = open_store(out, opts.resume)
     executor = executor or (make_executor(opts.ray) if opts.ray else None)
     if executor is not None:
         inputs = {k: fingerprint(v, side_weights_of(opts.model)) for k, v in refs.items()}
+        store = open_store(out, opts.resume)
         result = _walk_jobs(
             executor, opts, evaluators, pretrained, finetuned, alphas, store, inputs,
             "pretrained->finetuned", progress,
@@ -203,6 +203,7 @@ def scan(
     else:
         model = load_model(opts.model, pretrained, resolve_device(opts.device))
         inputs = {k: fingerprint(v, model.side_weights) for k, v in refs.items()}
+        store = open_store(out, opts.resume)
         path = LinearPath(
             model.module,
             pretrained,
@@ -254,11 +255,11 @@ def lmc(
     labels = ["A", "B"] if len(checkpoints) == 2 else ["zero-shot", "continued", "fine-tuned"]
     refs = dict(zip(labels, map(str, checkpoints), strict=True))
     pairs = [(0, 1)] if len(checkpoints) == 2 else [(0, 1), (1, 2), (0, 2)]
-    store = open_store(out, opts.resume)
     report = LmcReport([], refs=refs, out=out)
     executor = executor or (make_executor(opts.ray) if opts.ray else None)
     if executor is not None:
         prints = {k: fingerprint(v, side_weights_of(opts.model)) for k, v in refs.items()}
+        store = open_store(out, opts.resume)
         for i, j in pairs:
             a, b = labels[i], labels[j]
             res = _walk_jobs(
@@ -270,6 +271,7 @@ def lmc(
         return report
     model: LoadedModel = load_model(opts.model, checkpoints[0], resolve_device(opts.device))
     prints = {k: fingerprint(v, model.side_weights) for k, v in refs.items()}
+    store = open_store(out, opts.resume)
     for i, j in pairs:
         a, b = labels[i], labels[j]
         path = LinearPath(
