@@ -44,7 +44,7 @@ def _netns_reason() -> str | None:
     return None
 
 
-@pytest.mark.timeout(1800)  # 5 min seen at load 14 on 2 cores, 13 min at load 19
+@pytest.mark.timeout(1800)  # 2 cores: 3.3 min at load 5-9, 13 min at load 19
 def test_ray_checks_in_a_loopback_only_namespace() -> None:
     reason = _netns_reason()
     if reason:
