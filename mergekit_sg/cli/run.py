@@ -13,9 +13,10 @@ from mergekit_sg.commands.recipe import Recipe
 from mergekit_sg.commands.run import (
     check_destination_free,
     check_recipe,
-    load_recipe,
+    load_recipes,
     plan_rows,
     run_recipe,
+    run_recipes,
     with_force,
 )
 from mergekit_sg.io.progress import make_progress
@@ -38,20 +39,36 @@ def run_cmd(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
     ] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run on Ray: auto (the running cluster), local (start one here) or ADDRESS; "
+            "a file listing several runs spreads them, a prompt-benchmark its jobs.",
+        ),
+    ] = None,
 ) -> None:
     """Run a command from a YAML recipe file (command, inputs, out, options).
 
     The options are validated by the same model as the command's flags; every output records
     the recipe (sgmerge_recipe.yaml next to it, and in its model card)."""
-    rec = load_recipe(recipe)
+    recs = load_recipes(recipe)
     if dry_run:
-        rec = with_force(rec) if force else rec
-        check_recipe(rec)
-        print_plan(rec)
-        check_destination_free(rec)
+        for rec in recs:
+            rec = with_force(rec) if force else rec
+            check_recipe(rec)
+            print_plan(rec)
+            check_destination_free(rec)
         console.print("dry run: nothing written")
         return
-    res = run_recipe(rec, force=force, progress=make_progress(quiet), command_line=command_line())
+    if len(recs) == 1 and ray is None:
+        res = run_recipe(
+            recs[0], force=force, progress=make_progress(quiet), command_line=command_line()
+        )
+        results = [res]
+    else:
+        results = run_recipes(recs, force=force, ray=ray, quiet=quiet, command_line=command_line())
     if not quiet:
-        for line in res.lines:
-            console.print(line, soft_wrap=True, highlight=False)
+        for res in results:
+            for line in res.lines:
+                console.print(line, soft_wrap=True, highlight=False)

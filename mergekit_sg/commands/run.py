@@ -23,10 +23,19 @@ from mergekit_sg.commands.recipe import (
 )
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals import parse_eval
+from mergekit_sg.executors import make_executor
 from mergekit_sg.io.atomic import check_destination
 from mergekit_sg.io.card import RECIPE_FILE
 from mergekit_sg.io.progress import Progress
 from mergekit_sg.io.reference import HF_URI, HUB_ID, PKG_PREFIX, resolve
+from mergekit_sg.jobs import (
+    Executor,
+    Job,
+    Resources,
+    job_board,
+    resources_for,
+    run_jobs,
+)
 
 
 def parse_recipe(
@@ -183,3 +192,84 @@ def plan_rows(recipe: Recipe) -> list[tuple[str, str]]:
     for key, value in recipe.options.model_dump(exclude_unset=True).items():
         rows.append((f"options.{key}", str(value)))
     return rows
+
+
+# ---- recipe files that list several runs: `runs: [RECIPE, ...]`, one independent job each ----
+
+RUNS_KEYS = ("description", "runs")
+
+
+def load_recipes(path: str | Path, environ: Mapping[str, str] | None = None) -> list[Recipe]:
+    """A recipe file's runs: one recipe, or several under `runs:` (each a full recipe
+    mapping: command, inputs, out, options), validated before anything runs."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return [load_recipe(path, environ)]  # the one-recipe reader words the error
+    if not (isinstance(data, dict) and "runs" in data):
+        return [parse_recipe(data, path, environ)]
+    for key in data:
+        if key not in RUNS_KEYS:
+            raise unknown_key(f"{path}: ", key, RUNS_KEYS)
+    runs = data["runs"]
+    if not isinstance(runs, list) or not runs:
+        raise SgMergeError(f"{path}: runs: a non-empty list of recipes")
+    recipes = [parse_recipe(r, Path(f"{path} runs[{i}]"), environ) for i, r in enumerate(runs)]
+    recipes = [Recipe(r.command, r.inputs, r.out, r.options, r.description, path) for r in recipes]
+    outs = [str(r.out) for r in recipes if r.out is not None]
+    if len(set(outs)) != len(outs):
+        raise SgMergeError(f"{path}: runs: two runs write the same out folder")
+    return recipes
+
+
+def recorded(recipe: Recipe) -> bool:
+    """A run is done when its output folder holds this very recipe (written when it ends)."""
+    if recipe.out is None:
+        return False
+    try:
+        return (recipe.out / RECIPE_FILE).read_text() == recipe.to_yaml()
+    except OSError:
+        return False
+
+
+def _job_resources(recipe: Recipe, executor: Executor) -> Resources:
+    device = str(getattr(recipe.options, "device", "cpu"))
+    cpus = int(getattr(recipe.options, "ray_cpus", 1))
+    return resources_for(device, cpus, executor.name == "ray" and executor.gpus_available())
+
+
+def run_recipes(
+    recipes: list[Recipe],
+    *,
+    force: bool = False,
+    ray: str | None = None,
+    quiet: bool = True,
+    command_line: str | None = None,
+    executor: Executor | None = None,
+) -> list[RecipeResult]:
+    """Run several recipes as independent jobs (on Ray with `ray`), in order of the file for
+    the results; runs already recorded in their output folder are skipped unless `force`.
+    A single recipe whose command has a `ray` option gets `ray` itself (its jobs spread)."""
+    if len(recipes) == 1 and ray and "ray" in recipes[0].command.options_model.model_fields:
+        r = recipes[0]
+        opts = r.options.model_copy(update={"ray": ray})
+        one = Recipe(r.command, r.inputs, r.out, opts, r.description, r.source)
+        return [run_recipe(one, force=force, command_line=command_line)]
+    executor = executor or make_executor(ray)
+    results: dict[int, RecipeResult] = {}
+    jobs = []
+    for i, r in enumerate(recipes):
+        if not force and recorded(r):
+            results[i] = RecipeResult([r.out] if r.out else [], [f"{r.out}: already done"])
+            continue
+        kwargs = {"recipe": r, "force": force, "command_line": command_line}
+        name = f"run {i + 1}: {r.command.name} -> {r.out}"
+        jobs.append(Job(name, run_recipe, kwargs, _job_resources(r, executor)))
+
+    def record(job: Job, value: RecipeResult) -> None:
+        results[int(job.name.split(":")[0].removeprefix("run ")) - 1] = value
+
+    if jobs:
+        run_jobs(executor, jobs, record, job_board(len(jobs), "runs", quiet))
+    return [results[i] for i in range(len(recipes))]

@@ -14,16 +14,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import Evaluator
 from mergekit_sg.evals.registry import build_evaluator
+from mergekit_sg.executors import make_executor
 from mergekit_sg.io.checkpoint import open_checkpoint
 from mergekit_sg.io.dtypes import user_dtype
 from mergekit_sg.io.hashing import file_sha256
-from mergekit_sg.io.progress import Progress
+from mergekit_sg.io.progress import NullProgress, Progress
+from mergekit_sg.jobs import Executor
 from mergekit_sg.merge.interpolate import InterpolateResult
 from mergekit_sg.merge.merge import MergeResult
 from mergekit_sg.models.adapters import LoadedModel, load_model
 from mergekit_sg.models.linear_path import LinearPath
 from mergekit_sg.options import build_options
 from mergekit_sg.path.alphas import parse_alphas
+from mergekit_sg.path.distributed import scan_path_jobs, side_weights_of
 from mergekit_sg.path.lmc import PathBarrier, path_barrier
 from mergekit_sg.path.records import RecordStore
 from mergekit_sg.path.scan import ScanResult, scan_path, with_endpoints
@@ -51,6 +54,14 @@ class PathOptions(BaseModel):
     )
     resume: bool = Field(
         default=True, description="Skip alphas already recorded in OUT/results.jsonl."
+    )
+    ray: str | None = Field(
+        default=None,
+        description="Split the alphas across Ray workers: auto (the running cluster), "
+        "local (start one here) or ADDRESS.",
+    )
+    ray_cpus: int = Field(
+        default=1, ge=1, description="CPUs (threads) each Ray worker uses on a CPU run."
     )
 
 
@@ -138,6 +149,37 @@ def open_store(out: Path | None, resume: bool) -> RecordStore:
     return RecordStore(f)
 
 
+def _walk_jobs(
+    executor: Executor,
+    opts: PathOptions,
+    evaluators: list[Evaluator] | None,
+    theta_a: str | Path,
+    theta_b: str | Path,
+    alphas: list[float],
+    store: RecordStore,
+    inputs: dict[str, str],
+    path_name: str,
+    progress: Progress | None,
+) -> ScanResult:
+    """The hook to path/distributed.py: one path's alphas walked by the executor's workers."""
+    return scan_path_jobs(
+        executor,
+        model=opts.model,
+        theta_a=theta_a,
+        theta_b=theta_b,
+        alphas=alphas,
+        eval_specs=opts.eval,
+        evaluators=list(evaluators or []),
+        device=opts.device,
+        compute_dtype=opts.compute_dtype,
+        cpus=opts.ray_cpus,
+        store=store,
+        inputs=inputs,
+        path_name=path_name,
+        quiet=progress is None or isinstance(progress, NullProgress),
+    )
+
+
 @dataclass
 class ScanReport:
     result: ScanResult
@@ -156,10 +198,13 @@ def scan(
     options: ScanOptions | None = None,
     evaluators: list[Evaluator] | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
     **kwargs: Any,
 ) -> ScanReport:
     """Evaluate the live model along theta(alpha) for every alpha (endpoints included) and
-    select the best alpha; `--write-best` is carried out by `workflows.scan_command`."""
+    select the best alpha; `--write-best` is carried out by `workflows.scan_command`.
+
+    With `--ray` (or an `executor`) the alphas are split across workers instead."""
     opts: ScanOptions = build_options(ScanOptions, options, kwargs)
     if opts.config or opts.param:
         raise SgMergeError("--config/--param scan a merge config: give no PRETRAINED FINETUNED")
@@ -169,21 +214,34 @@ def scan(
     alphas = with_endpoints(parse_alphas(opts.alphas))
     out = Path(out) if out is not None else None
     refs = {"pretrained": str(pretrained), "finetuned": str(finetuned)}
-    model = load_model(opts.model, pretrained, resolve_device(opts.device))
-    inputs = {k: fingerprint(v, model.side_weights) for k, v in refs.items()}
-    store = open_store(out, opts.resume)
-    path = LinearPath(
-        model.module,
-        pretrained,
-        finetuned,
-        compute_dtype=user_dtype(opts.compute_dtype),
-        rename=model.rename,
-        side_weights=model.side_weights,
-    )
-    result = scan_path(path, model, alphas, evs, store, inputs, "pretrained->finetuned", progress)
-    if opts.ensemble is not None:  # the output-space curve beside the weight-space one
-        del path, model  # the merged model's memory is freed before the two endpoints load
-        _scan_ensemble(result, opts, pretrained, finetuned, alphas, evs, store, inputs)
+    executor = executor or (make_executor(opts.ray) if opts.ray else None)
+    if executor is not None and opts.ensemble is not None:
+        raise SgMergeError("--ensemble runs in this process: leave out --ray for it")
+    if executor is not None:
+        inputs = {k: fingerprint(v, side_weights_of(opts.model)) for k, v in refs.items()}
+        store = open_store(out, opts.resume)
+        result = _walk_jobs(
+            executor, opts, evaluators, pretrained, finetuned, alphas, store, inputs,
+            "pretrained->finetuned", progress,
+        )  # fmt: skip
+    else:
+        model = load_model(opts.model, pretrained, resolve_device(opts.device))
+        inputs = {k: fingerprint(v, model.side_weights) for k, v in refs.items()}
+        store = open_store(out, opts.resume)
+        path = LinearPath(
+            model.module,
+            pretrained,
+            finetuned,
+            compute_dtype=user_dtype(opts.compute_dtype),
+            rename=model.rename,
+            side_weights=model.side_weights,
+        )
+        result = scan_path(
+            path, model, alphas, evs, store, inputs, "pretrained->finetuned", progress
+        )
+        if opts.ensemble is not None:  # the output-space curve beside the weight-space one
+            del path, model  # the merged model's memory is freed before the two endpoints load
+            _scan_ensemble(result, opts, pretrained, finetuned, alphas, evs, store, inputs)
     report = ScanReport(result, None, inputs, refs, out=out)
     try:
         report.selection = select(result, opts.select, opts.min_speciality, opts.min_generality)
@@ -245,6 +303,7 @@ def lmc(
     options: LmcOptions | None = None,
     evaluators: list[Evaluator] | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
     **kwargs: Any,
 ) -> LmcReport:
     """Loss along A->B (two checkpoints), or zero-shot->continued, continued->fine-tuned and
@@ -259,11 +318,24 @@ def lmc(
     out = Path(out) if out is not None else None
     labels = ["A", "B"] if len(checkpoints) == 2 else ["zero-shot", "continued", "fine-tuned"]
     refs = dict(zip(labels, map(str, checkpoints), strict=True))
+    pairs = [(0, 1)] if len(checkpoints) == 2 else [(0, 1), (1, 2), (0, 2)]
+    report = LmcReport([], refs=refs, out=out)
+    executor = executor or (make_executor(opts.ray) if opts.ray else None)
+    if executor is not None:
+        prints = {k: fingerprint(v, side_weights_of(opts.model)) for k, v in refs.items()}
+        store = open_store(out, opts.resume)
+        for i, j in pairs:
+            a, b = labels[i], labels[j]
+            res = _walk_jobs(
+                executor, opts, evaluators, checkpoints[i], checkpoints[j], alphas, store,
+                {a: prints[a], b: prints[b]}, f"{a}->{b}", progress,
+            )  # fmt: skip
+            report.paths.append(res)
+            report.barriers.append(path_barrier(res, evs[0].name, opts.metric))
+        return report
     model: LoadedModel = load_model(opts.model, checkpoints[0], resolve_device(opts.device))
     prints = {k: fingerprint(v, model.side_weights) for k, v in refs.items()}
-    pairs = [(0, 1)] if len(checkpoints) == 2 else [(0, 1), (1, 2), (0, 2)]
     store = open_store(out, opts.resume)
-    report = LmcReport([], refs=refs, out=out)
     for i, j in pairs:
         a, b = labels[i], labels[j]
         path = LinearPath(

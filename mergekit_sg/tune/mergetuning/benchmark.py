@@ -21,6 +21,15 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mergekit_sg.executors import make_executor
+from mergekit_sg.jobs import (
+    Executor,
+    Job,
+    job_board,
+    resources_for,
+    run_jobs,
+    worker_device,
+)
 from mergekit_sg.models.ensemble import mix_scores
 from mergekit_sg.tune.mergetuning.mergetune_options import MergetuneOptions
 from mergekit_sg.tune.mergetuning.run import mergetune
@@ -42,6 +51,7 @@ from mergekit_sg.version import TOOLKIT
 
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
+SCORES = "scores.json"  # one run's rows, written by the driver when the run's job returns
 # Set by the benchmark itself for every run (per dataset, seed or benchmark option).
 RESERVED = (
     "model",
@@ -151,6 +161,14 @@ class PromptBenchmarkOptions(BaseModel):
     )
     device: str = Field(default="auto", description="cpu, cuda[:N] or auto.")
     force: bool = Field(default=False, description="Retrain runs that are already done.")
+    ray: str | None = Field(
+        default=None,
+        description="Run the dataset x seed jobs on Ray: auto, local or ADDRESS (OUT must be "
+        "on a filesystem the workers share).",
+    )
+    ray_cpus: int = Field(
+        default=1, ge=1, description="CPUs (threads) each Ray job uses on a CPU run."
+    )
 
     @field_validator("coop")
     @classmethod
@@ -171,32 +189,41 @@ class BenchmarkResult:
 
 
 def run_benchmark(
-    out: str | Path, options: PromptBenchmarkOptions, quiet: bool = True
+    out: str | Path,
+    options: PromptBenchmarkOptions,
+    quiet: bool = True,
+    executor: Executor | None = None,
 ) -> BenchmarkResult:
-    """Train and score every dataset x seed; reuse runs already on disk unless `force`."""
+    """Train and score every dataset x seed, one independent job each (on Ray with `ray`);
+    the driver writes each finished run's rows to RUN/scores.json and, at the end, the
+    results and summary. A run with scores.json is not redone unless `force`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     o = options
-    rows: list[dict[str, Any]] = []
+    done: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    jobs = []
+    executor = executor or make_executor(o.ray)
+    res = resources_for(o.device, o.ray_cpus, o.ray is not None and executor.gpus_available())
     for ds in o.datasets:
         for seed in o.seeds:
-            run = out / ds.name / f"seed{seed}"
-            run.mkdir(parents=True, exist_ok=True)
-            common = {
-                "model": o.model,
-                "pretrained": o.pretrained,
-                "data": ds.data,
-                "classnames": ds.classnames,
-                "val_data": ds.val_data,
-                "test_data": ds.test_data,
-                "shots": o.shots,
-                "base_classes": o.base_classes,
-                "seed": seed,
-                "device": o.device,
-            }
-            for method in o.methods:
-                _train(run, method, ds, common, o, quiet)
-            rows.extend(_score(run, ds, seed, o))
+            rows = None if o.force else _recorded(out / ds.name / f"seed{seed}", ds, seed, o)
+            if rows is not None:
+                done[(ds.name, seed)] = rows
+                continue
+            kwargs = {"out": out, "ds": ds, "seed": seed, "o": o, "quiet": quiet}
+            jobs.append(Job(f"{ds.name} seed {seed}", benchmark_run, kwargs, res))
+
+    def record(job: Job, rows: list[dict[str, Any]]) -> None:
+        ds, seed = job.kwargs["ds"], job.kwargs["seed"]
+        f = out / ds.name / f"seed{seed}" / SCORES
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": _run_key(ds, seed, o), "rows": rows}) + "\n")
+        tmp.replace(f)
+        done[(ds.name, seed)] = rows
+
+    if jobs:
+        run_jobs(executor, jobs, record, job_board(len(jobs), "prompt-benchmark", quiet))
+    rows = [r for ds in o.datasets for seed in o.seeds for r in done[(ds.name, seed)]]
     with (out / RESULTS).open("w") as f:
         for r in rows:
             f.write(json.dumps({"toolkit": TOOLKIT, **r}) + "\n")
@@ -204,6 +231,58 @@ def run_benchmark(
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     write_table(out, summary)
     return BenchmarkResult(out, rows, summary)
+
+
+def _run_key(ds: DatasetEntry, seed: int, o: PromptBenchmarkOptions) -> dict[str, Any]:
+    """What a run's scores depend on; recorded scores are reused only when it is unchanged."""
+    keep = (
+        "model",
+        "pretrained",
+        "shots",
+        "base_classes",
+        "coop",
+        "mergetune",
+        "methods",
+        "kg_weight",
+        "zs_ensemble",
+        "ensemble_alpha",
+    )
+    return {"dataset": ds.model_dump(), "seed": seed, **o.model_dump(include=set(keep))}
+
+
+def _recorded(
+    run: Path, ds: DatasetEntry, seed: int, o: PromptBenchmarkOptions
+) -> list[dict[str, Any]] | None:
+    try:
+        saved = json.loads((run / SCORES).read_text())
+    except (OSError, ValueError):
+        return None
+    return saved["rows"] if saved.get("key") == _run_key(ds, seed, o) else None
+
+
+def benchmark_run(
+    out: Path, ds: DatasetEntry, seed: int, o: PromptBenchmarkOptions, quiet: bool = True
+) -> list[dict[str, Any]]:
+    """One job: each method (CoOp, KgCoOp), then MERGETUNE from it, then the scores; prompts
+    already trained under OUT/DATASET/seedN are reused unless `force`."""
+    run = out / ds.name / f"seed{seed}"
+    run.mkdir(parents=True, exist_ok=True)
+    device = worker_device(o.device) if o.ray else o.device
+    common = {
+        "model": o.model,
+        "pretrained": o.pretrained,
+        "data": ds.data,
+        "classnames": ds.classnames,
+        "val_data": ds.val_data,
+        "test_data": ds.test_data,
+        "shots": o.shots,
+        "base_classes": o.base_classes,
+        "seed": seed,
+        "device": device,
+    }
+    for method in o.methods:
+        _train(run, method, ds, common, o, quiet)
+    return _score(run, ds, seed, o.model_copy(update={"device": device}))
 
 
 def _train(
