@@ -128,6 +128,21 @@ def interpolate_with_head(
         pre.close()
         raise
     pre_dir, ft_dir = _head_dir(pre), _head_dir(ft)
+    if pre_dir is None and ft_dir is not None and (ft_dir / "sgmerge_head.json").is_file():
+        # an embedding classifier against its bare pretrained encoder (the package model):
+        # the encoder interpolates, the pretrained has no head, so the fine-tuned's is kept
+        warnings.warn(
+            f"{pre.ref} has no classification head ({HEAD_WEIGHTS}): the encoder is "
+            f"interpolated and {ft.ref}'s head is kept unchanged",
+            stacklevel=2,
+        )
+        head_src = ft_dir / HEAD_WEIGHTS
+
+        def copy_head(dirs: dict[float, Path]) -> None:
+            for d in dirs.values():
+                shutil.copyfile(head_src, d / HEAD_WEIGHTS)
+
+        return interpolate(pre, ft, out, opts, before_commit=copy_head, **run)
     if pre_dir is None or ft_dir is None:
         if pre_dir is not None or ft_dir is not None:
             have, lack = (pre.ref, ft.ref) if pre_dir is not None else (ft.ref, pre.ref)
