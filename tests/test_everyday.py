@@ -98,3 +98,30 @@ def test_a_finetune_that_hurts_says_so() -> None:
     assert msg is not None and "worse" in msg and "0.6800" in msg and "0.6560" in msg
     assert result(0.680, 0.700).regression() is None
     assert result(0.5, 0.4, higher=False).regression() is None  # a loss that went down
+
+
+def test_a_pattern_that_matches_nothing_warns(llama_pair, tmp_path, capsys) -> None:
+    pre, ft = str(llama_pair["pre_f32"]), str(llama_pair["ft_f32"])
+    rc = _cli(
+        "interpolate", pre, ft, "-o", str(tmp_path / "m"), "--exclude", "*.no_such_tensor",
+        "--only", "model.*", "--alpha-for", "lm_hed.*=0.2",
+    )  # fmt: skip
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "--exclude '*.no_such_tensor' matches no tensor" in err
+    assert "--alpha-for 'lm_hed.*' matches no tensor" in err
+    assert "--only 'model.*' matches no tensor" not in err  # it does match
+    # and a plain CLI output carries the recipe that redoes it
+    recipe = (tmp_path / "m" / "sgmerge_recipe.yaml").read_text()
+    assert "command: interpolate" in recipe and "no_such_tensor" in recipe
+
+
+def test_lmc_barrier_is_explained_in_words() -> None:
+    from mergekit_sg.path.lmc import PathBarrier
+
+    flat = PathBarrier("A->B", [0, 0.5, 1], [1.0, 0.9, 1.0], 0.0, 0.0, "val", "loss")
+    assert "no barrier" in flat.sentence() and "val.loss" in flat.sentence()
+    bump = PathBarrier("A->B", [0, 0.5, 1], [1.0, 1.5, 1.0], 0.5, 0.5, "loss", "loss")
+    text = bump.sentence()
+    assert "barrier 0.5 at alpha 0.5" in text and "not linearly mode-connected" in text
+    assert "loss.loss" not in text

@@ -68,7 +68,10 @@ def test_finetune_reduces_loss_writes_checkpoint_log_and_init(bert, tmp_path: Pa
     assert sum(r["task_loss"] for r in steps[-3:]) < sum(r["task_loss"] for r in steps[:3])
     assert res.evals[-1]["metrics"]["speciality"]["accuracy"] > 0.8
     log = [json.loads(ln) for ln in (tmp_path / "ft" / "train_log.jsonl").read_text().splitlines()]
-    assert [r["type"] for r in log][:2] == ["config", "step"] and log[-1]["type"] == "done"
+    # the model before training is evaluated first (epoch 0), so a fine-tune that hurts shows
+    assert [r["type"] for r in log][:3] == ["config", "eval", "step"] and log[-1]["type"] == "done"
+    assert log[1]["epoch"] == 0 and res.evals[0]["epoch"] == 0 and len(res.evals) == 5
+    assert res.regression() is None  # accuracy went up
     assert log[0]["steps"] == 24 and log[0]["regulariser"] == {"kind": "none"}
     # the output is a plain checkpoint with the init's keys; both load and interpolate
     ft, init = _weights(tmp_path / "ft"), _weights(tmp_path / "init")

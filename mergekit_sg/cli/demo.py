@@ -33,13 +33,6 @@ def demo_cmd(
     sel = res.scan.selection
     if sel is not None:
         console.print(f"selected alpha = [bold]{sel.alpha:g}[/] ({sel.reason})")
-    b = res.barrier
-    if b.height > 0:
-        console.print(f"loss barrier between the endpoints: {b.height:.4f} at alpha {b.at:g}")
-    else:
-        console.print(
-            "no loss barrier between the endpoints: the review loss stays under the chord"
-        )
     console.rule("[bold]3. what happened")
     for line in demo_summary(res):
         console.print(line, highlight=False)

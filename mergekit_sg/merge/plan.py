@@ -3,6 +3,7 @@ written, resolves each tensor's rule and output dtype, and keeps tied weights ti
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ from mergekit_sg.errors import SgMergeError, first_few
 from mergekit_sg.io.checkpoint import Checkpoint
 from mergekit_sg.io.dtypes import user_dtype
 from mergekit_sg.merge.options import InterpolateOptions
-from mergekit_sg.merge.rules import TensorRule, parse_alpha_for, rule_for
+from mergekit_sg.merge.rules import AlphaFor, TensorRule, parse_alpha_for, rule_for
 
 INTEGER_WHY = "integer: must be equal in both"
 
@@ -102,6 +103,7 @@ def build_plan(pre: Checkpoint, ft: Checkpoint, opts: InterpolateOptions) -> Mer
                 rule = TensorRule("copy", side="finetuned", why=INTEGER_WHY)
             out_dtype = i_f.dtype
         entries.append(PlanEntry(name, i_f.shape, out_dtype, rule, sp, sf))
+    warnings += unmatched_patterns(order, opts.exclude, opts.only, alpha_for)
     if shape_bad:
         raise SgMergeError(f"{len(shape_bad)} shape mismatch(es): {first_few(shape_bad)}")
     if kind_bad:
@@ -110,6 +112,26 @@ def build_plan(pre: Checkpoint, ft: Checkpoint, opts: InterpolateOptions) -> Mer
         )
     _check_integer_tensors(pre, ft, entries)
     return MergePlan(entries, alphas, user_dtype(opts.compute_dtype), aliases, warnings)
+
+
+def unmatched_patterns(
+    names: list[str], exclude: list[str], only: list[str], alpha_for: list[AlphaFor]
+) -> list[str]:
+    """A warning for each --exclude/--only/--alpha-for pattern that matches no tensor name (a
+    typo would otherwise silently merge everything). A classifier head file merged beside its
+    tower (only `head.weight`) is not checked: the patterns are meant for the tower."""
+    if set(names) <= {"head.weight"}:
+        return []
+    out = []
+    given = [("--exclude", p) for p in exclude] + [("--only", p) for p in only]
+    given += [("--alpha-for", r.pattern) for r in alpha_for]
+    for flag, pat in given:
+        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+            out.append(
+                f"{flag} {pat!r} matches no tensor (names look like {first_few(names[:3])}); "
+                "it changes nothing"
+            )
+    return out
 
 
 def _check_integer_tensors(pre: Checkpoint, ft: Checkpoint, entries: list[PlanEntry]) -> None:
