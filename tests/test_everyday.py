@@ -125,3 +125,13 @@ def test_lmc_barrier_is_explained_in_words() -> None:
     text = bump.sentence()
     assert "barrier 0.5 at alpha 0.5" in text and "not linearly mode-connected" in text
     assert "loss.loss" not in text
+
+
+def test_packaged_recipes_are_found_by_name(tmp_path, monkeypatch) -> None:
+    from mergekit_sg.commands.run import PACKAGED, load_recipe, packaged_recipe
+
+    assert (PACKAGED / "minilm-demo.yaml").is_file()
+    monkeypatch.chdir(tmp_path)  # no recipes/ here: the installed copy is used
+    assert packaged_recipe("minilm-demo") == PACKAGED / "minilm-demo.yaml"
+    assert load_recipe("minilm-demo").command.name == "interpolate"
+    assert packaged_recipe("nope") == Path("nope")

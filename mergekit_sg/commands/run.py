@@ -95,9 +95,25 @@ def _options(cmd: RecipeCommand, given: Any, src: str) -> BaseModel:
         raise SgMergeError(f"{src}options.{loc}: {err['msg']}") from None
 
 
+PACKAGED = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def packaged_recipe(path: str | Path) -> Path:
+    """`path` itself when it exists or names a folder; else NAME[.yaml] among the packaged
+    recipes when there is one."""
+    p = Path(path)
+    if p.exists() or len(p.parts) != 1:
+        return p
+    for cand in (PACKAGED / p.name, PACKAGED / f"{p.name}.yaml"):
+        if cand.is_file():
+            return cand
+    return p
+
+
 def load_recipe(path: str | Path, environ: Mapping[str, str] | None = None) -> Recipe:
-    """Read and validate a recipe file."""
-    path = Path(path)
+    """Read and validate a recipe file; a bare NAME (no such file) is one of the recipes
+    installed with the package (`sgmerge run minilm-demo`)."""
+    path = packaged_recipe(path)
     try:
         text = path.read_text()
     except OSError as e:
