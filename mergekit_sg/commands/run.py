@@ -156,8 +156,8 @@ def run_recipe(
     ctx = RecipeContext(recipe, text, command_line or f"sgmerge run {recipe.source}", progress)
     result = recipe.command.runner(recipe.inputs, recipe.out, recipe.options, ctx)
     for out in result.outputs:
-        if out.is_dir() and not (out / RECIPE_FILE).exists():
-            (out / RECIPE_FILE).write_text(text)
+        if out.is_dir():  # the recipe that ran made every output (it replaces the plain
+            (out / RECIPE_FILE).write_text(text)  # one a scan's --write-best merge writes)
         elif out.is_file():
             recipe_sidecar(out).write_text(text)
     return result
