@@ -3,7 +3,12 @@ the start, not a traceback after minutes of reading checkpoints."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mergekit_sg.errors import SgMergeError
+
+if TYPE_CHECKING:
+    import torch
 
 KINDS = ("cpu", "cuda", "mps")
 
@@ -35,3 +40,13 @@ def check_device(name: str, flag: str = "--device") -> str:
     if dev.type == "cpu" and dev.index not in (None, 0):
         raise SgMergeError(f"{shown}: there is one cpu device; use cpu")
     return name
+
+
+def resolve_device(name: str) -> torch.device:
+    """The one place `auto` is decided: cuda when a GPU is visible, else cpu (mps is never
+    picked by itself); any other name as torch names it."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from mergekit_sg.commands import DemoSettings, run_demo
+from mergekit_sg.commands.demo import demo_summary
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
-    return run_demo(tmp_path_factory.mktemp("demo"), DemoSettings.quick(), quiet=True)
+    return run_demo(tmp_path_factory.mktemp("demo"), DemoSettings.tiny(), quiet=True)
 
 
 def test_demo_shows_the_tradeoff(demo) -> None:
@@ -27,6 +28,12 @@ def test_demo_shows_the_tradeoff(demo) -> None:
     # fine-tuning erodes generality
     assert r.score(ft, "generality") < r.score(zs, "generality")
     assert demo.scan.selection is not None and demo.barrier.path == "pretrained->finetuned"
+    # the summary says in words what the numbers say, a worse fine-tune included
+    text = " ".join(demo_summary(demo))
+    s0, s1 = r.score(zs, "speciality"), r.score(ft, "speciality")
+    assert (f"{s0:.3f}" in text) and (f"{s1:.3f}" in text)
+    assert ("WORSE" in text) == (s1 < s0)
+    assert "barrier" in text
 
 
 def test_demo_writes_models_plots_and_records(demo) -> None:

@@ -52,7 +52,7 @@ def test_linear_path_between_classifiers_equals_interpolate(bert_pair, tmp_path:
 
     dirs = []
     for role, seed in (("pre", 0), ("ft", 1)):
-        enc = AutoModel.from_pretrained(bert_pair[role], add_pooling_layer=False)
+        enc = AutoModel.from_pretrained(bert_pair[role])
         m = EmbeddingClassifier(enc, ["a", "b", "c"], scale=10.0)
         torch.nn.init.normal_(m.head.weight, generator=torch.Generator().manual_seed(seed))
         out = tmp_path / role
@@ -61,7 +61,9 @@ def test_linear_path_between_classifiers_equals_interpolate(bert_pair, tmp_path:
         dirs.append(out)
     merged = interpolate(dirs[0], dirs[1], tmp_path / "m", alpha=0.4).out
     live = load_model("hf:embedding-classifier", dirs[0])
-    path = LinearPath(live.module, dirs[0], dirs[1], rename=live.rename)
+    path = LinearPath(
+        live.module, dirs[0], dirs[1], rename=live.rename, side_weights=live.side_weights
+    )
     ids = torch.tensor([[2, 7, 9, 11, 3]])
     with torch.no_grad():
         got = path.set(0.4)(ids).logits

@@ -31,6 +31,16 @@ def test_scan_cli_writes_everything(llama_pair, tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "alpha scan" in res.stdout and "selected alpha" in res.stdout
+    # off a terminal: one progress line per alpha and evaluator, with where it is and ETA
+    assert "scan: alpha 0.25 (2/5), speciality | 2/10 done | elapsed" in res.stderr
+    assert "ETA" in res.stderr and "bytes" not in res.stderr
+    # an existing --write-best destination fails before the scan, writing nothing
+    again = run_cli(
+        "scan", str(pre), str(ft), "--model", "hf:causal-lm", *EVALS, "--alphas", "0:1:0.25",
+        "-o", str(tmp_path / "scan2"), "--write-best", str(best),
+    )  # fmt: skip
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert not (tmp_path / "scan2").exists()
     for name in ("results.jsonl", "results.csv", "summary.json", "metrics.png", "tradeoff.png"):
         assert (out / name).stat().st_size > 0, name
     for png in ("metrics.png", "tradeoff.png"):
@@ -55,6 +65,8 @@ def test_lmc_cli_three_points(llama_pair, tmp_path: Path) -> None:
         "zero-shot->continued", "continued->fine-tuned", "zero-shot->fine-tuned",
     ]  # fmt: skip
     assert (out / "lmc.png").stat().st_size > 0 and "barrier" in res.stdout
+    # one overall count over the three paths (3 x 3 alphas x 1 evaluator)
+    assert "lmc: continued->fine-tuned alpha 0.5 (2/3), loss | 4/9 done" in res.stderr
 
 
 def test_scan_bad_eval_is_one_line(llama_pair, tmp_path: Path) -> None:

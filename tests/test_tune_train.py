@@ -68,7 +68,10 @@ def test_finetune_reduces_loss_writes_checkpoint_log_and_init(bert, tmp_path: Pa
     assert sum(r["task_loss"] for r in steps[-3:]) < sum(r["task_loss"] for r in steps[:3])
     assert res.evals[-1]["metrics"]["speciality"]["accuracy"] > 0.8
     log = [json.loads(ln) for ln in (tmp_path / "ft" / "train_log.jsonl").read_text().splitlines()]
-    assert [r["type"] for r in log][:2] == ["config", "step"] and log[-1]["type"] == "done"
+    # the model before training is evaluated first (epoch 0), so a fine-tune that hurts shows
+    assert [r["type"] for r in log][:3] == ["config", "eval", "step"] and log[-1]["type"] == "done"
+    assert log[1]["epoch"] == 0 and res.evals[0]["epoch"] == 0 and len(res.evals) == 5
+    assert res.regression() is None  # accuracy went up
     assert log[0]["steps"] == 24 and log[0]["regulariser"] == {"kind": "none"}
     # the output is a plain checkpoint with the init's keys; both load and interpolate
     ft, init = _weights(tmp_path / "ft"), _weights(tmp_path / "init")
@@ -117,12 +120,14 @@ class Scripted(BaseEvaluator):
 
 
 def test_save_best_keeps_the_best_epoch(bert, tmp_path: Path) -> None:
-    ev = Scripted("speciality.scripted", "speciality", "value", values=[0.5, 0.9, 0.7])
+    # epoch 0 (before training) is evaluated too, but never "best": it is not a fine-tune
+    ev = Scripted("speciality.scripted", "speciality", "value", values=[0.95, 0.5, 0.9, 0.7])
     res = finetune(tmp_path / "ft", evaluators=[ev], **_common(bert, epochs=3, save="best"))
-    assert res.best_epoch == 2 and [r["epoch"] for r in res.evals] == [1, 2, 3]
+    assert res.best_epoch == 2 and [r["epoch"] for r in res.evals] == [0, 1, 2, 3]
     saved = _weights(tmp_path / "ft")
-    assert all(torch.equal(saved[k], ev.seen[1][k]) for k in saved)
-    assert not all(torch.equal(saved[k], ev.seen[2][k]) for k in saved)
+    assert all(torch.equal(saved[k], ev.seen[2][k]) for k in saved)
+    assert not all(torch.equal(saved[k], ev.seen[3][k]) for k in saved)
+    assert res.regression() is not None  # 0.9 after vs 0.95 before: said plainly
 
 
 def test_each_regulariser_holds_its_own_distance_down(bert, tmp_path: Path) -> None:
@@ -359,7 +364,9 @@ def test_cli_fisher_finetune_ewc_and_fisher_interpolate(bert, tmp_path: Path, ca
         "-o",
         str(tmp_path / "ft"),
     )
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "finetune: epoch 1/1, step " in err and "ETA" in err  # plain lines off a terminal
     assert (tmp_path / "ft" / "train_log.jsonl").exists() and (tmp_path / "init").is_dir()
     assert _cli("finetune", *common, "--reg", "ewc", "-o", str(tmp_path / "bad")) == 2
     err = capsys.readouterr().err

@@ -62,6 +62,7 @@ def build_app(only: str | None = None) -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,  # plain click help: wraps at 80 columns, never cuts a name
     )
     for name, (module, fn) in COMMANDS.items():
         if only is None or name == only:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mergekit_sg.cli.common import console
-from mergekit_sg.commands.demo import DemoSettings, fresh_dir, run_demo
+from mergekit_sg.commands.demo import DemoSettings, demo_summary, fresh_dir, run_demo
 from mergekit_sg.commands.scan import scan_table
 
 
@@ -17,35 +17,26 @@ def demo_cmd(
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo writes.")] = Path(
         "demo-out"
     ),
-    quick: Annotated[
-        bool, typer.Option("--quick", help="Small sets and three alphas (about a minute).")
-    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Fine-tune real all-MiniLM-L6-v2 on Rotten Tomatoes from a zero-shot head, scan alpha for
-    speciality vs generality, write the best alpha's model, report the loss barrier."""
-    settings = DemoSettings.quick() if quick else DemoSettings()
+    speciality vs generality, write the best alpha's model, report the loss barrier (a few
+    minutes on two CPU cores)."""
+    settings = DemoSettings()
     work = fresh_dir(workdir)
     t0 = time.perf_counter()
     console.rule("[bold]1. sgmerge finetune: MiniLM + zero-shot head on Rotten Tomatoes")
-    console.print(
-        f"{settings.train_size} training reviews, {settings.epochs} epoch(s), head prompts "
-        "'a bad movie' / 'a good movie' x 20, AdamW lr 1e-4, batch 32, max length 64"
-    )
+    console.print(settings.describe())
     res = run_demo(work, settings, quiet=quiet)
     console.rule("[bold]2. sgmerge scan: the linear path zero-shot (alpha=0) -> fine-tuned (1)")
     console.print(scan_table(res.scan))
     sel = res.scan.selection
     if sel is not None:
         console.print(f"selected alpha = [bold]{sel.alpha:g}[/] ({sel.reason})")
-    b = res.barrier
-    if b.height > 0:
-        console.print(f"loss barrier between the endpoints: {b.height:.4f} at alpha {b.at:g}")
-    else:
-        console.print(
-            "no loss barrier between the endpoints: the review loss stays under the chord"
-        )
-    console.rule("[bold]3. outputs")
+    console.rule("[bold]3. what happened")
+    for line in demo_summary(res):
+        console.print(line, highlight=False)
+    console.rule("[bold]4. outputs")
     console.print(f"zero-shot model   {res.zeroshot}")
     console.print(f"fine-tuned model  {res.finetuned}")
     if res.scan.best is not None:

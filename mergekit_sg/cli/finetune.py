@@ -39,3 +39,5 @@ def finetune_cmd(
     if res.init is not None:
         console.print(f"initial model -> [bold]{res.init}[/]")
     console.print(res.summary(), markup=False, highlight=False)
+    if res.regression():
+        console.print(f"[bold yellow]warning:[/] {res.regression()}", highlight=False)

@@ -24,22 +24,48 @@ def _unwrap_optional(ann: Any) -> Any:
     return ann
 
 
+_METAVAR = {int: "INT", float: "FLOAT", str: "TEXT"}
+
+
+def _help(field: Any, shown: Any) -> str:
+    """The field's description, then `[default: X]` (when it has one worth showing) or
+    `[required]`: every default visible, in the help's plain words."""
+    text = field.description or ""
+    if field.is_required():
+        return f"{text}  [required]"
+    if isinstance(shown, bool) or shown is None or shown == []:
+        return text
+    if isinstance(shown, list):
+        shown = ",".join(str(v) for v in shown)
+    return f"{text}  [default: {shown}]"
+
+
 def _option(name: str, field: Any) -> inspect.Parameter:
     ann = _unwrap_optional(field.annotation)
     flag = "--" + name.replace("_", "-")
-    help_ = field.description
     origin = typing.get_origin(ann)
     if ann is bool:
         default = bool(field.default)
         decls = [f"{flag}/--no-{flag[2:]}"] if default else [flag]
-        return _param(name, bool, typer.Option(*decls, help=help_), default)
+        help_ = (field.description or "") + ("  [default: on]" if default else "")
+        return _param(name, bool, typer.Option(*decls, help=help_, show_default=False), default)
+    help_ = _help(field, field.default)
     if origin is list:
-        return _param(name, list[str] | None, typer.Option(flag, help=help_))
-    shown = field.default if field.default is not None else False
+        inner = typing.get_args(ann)[0] if typing.get_args(ann) else str
+        meta = _METAVAR.get(inner, "TEXT")
+        return _param(
+            name,
+            list[str] | None,
+            typer.Option(flag, help=help_, metavar=meta, show_default=False),
+        )
     if origin is Literal:
-        return _param(name, ann | None, typer.Option(flag, help=help_, show_default=shown))
+        return _param(name, ann | None, typer.Option(flag, help=help_, show_default=False))
     py = ann if ann in (int, float, str) else str
-    return _param(name, py | None, typer.Option(flag, help=help_, show_default=shown))
+    return _param(
+        name,
+        py | None,
+        typer.Option(flag, help=help_, metavar=_METAVAR[py], show_default=False),
+    )
 
 
 def _param(name: str, ann: Any, opt: Any, default: Any = None) -> inspect.Parameter:
@@ -48,8 +74,11 @@ def _param(name: str, ann: Any, opt: Any, default: Any = None) -> inspect.Parame
     )
 
 
-def with_options(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a command taking `options: model` so typer shows the model's fields as flags."""
+def with_options(
+    model: type[BaseModel], only: tuple[str, ...] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command taking `options: model` so typer shows the model's fields as flags
+    (`only`: just these fields, for a command that uses a part of a shared model)."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(fn)
@@ -59,7 +88,7 @@ def with_options(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Calla
             for p in sig.parameters.values()
             if p.name != "options"
         ]
-        fields = model.model_fields
+        fields = {n: f for n, f in model.model_fields.items() if only is None or n in only}
         extra = [_option(n, f) for n, f in fields.items()]
 
         @functools.wraps(fn)

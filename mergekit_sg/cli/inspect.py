@@ -15,8 +15,11 @@ from mergekit_sg.commands.inspect import (
     summary_view,
 )
 
+# only the options that decide which merge rule a tensor gets (--groups)
+RULE_OPTIONS = ("alpha", "alpha_for", "exclude", "only", "excluded_from", "fisher", "strict")
 
-@with_options(InterpolateOptions)
+
+@with_options(InterpolateOptions, only=RULE_OPTIONS)
 def inspect_cmd(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint: dir, file or Hub id.")],
     groups: Annotated[

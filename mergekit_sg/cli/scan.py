@@ -84,4 +84,6 @@ def lmc_cmd(
     """Loss along the linear path(s) and the barrier height, max of L(alpha) above the chord."""
     report = lmc_command(checkpoints, out, options, make_progress(quiet))
     console.print(lmc_table(report))
+    for b in report.barriers:
+        console.print(b.sentence(), highlight=False)
     console.print(f"results, CSV and plot in {out}/")

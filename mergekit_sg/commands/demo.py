@@ -11,8 +11,13 @@ import importlib.util
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mergekit_sg.errors import SgMergeError
+
+if TYPE_CHECKING:
+    from mergekit_sg.path.lmc import PathBarrier
+    from mergekit_sg.path.run import ScanReport
 
 
 def minilm_dir() -> Path:
@@ -30,20 +35,39 @@ def minilm_dir() -> Path:
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """The demo's sizes: the full run shows the effect in minutes; `quick` is for tests."""
+    """The demo's sizes. The defaults show the trade-off in a few minutes on two CPU cores
+    (speciality up by about 0.1 on all 1066 held-out reviews, generality down, the best alpha
+    inside the path); `tiny` runs the same steps on small sets for the tests only, too short a
+    fine-tune to show the effect."""
 
     train_size: int = 2000
-    epochs: int = 3
+    epochs: int = 2
     test_limit: int | None = None
-    alphas: str = "0:1:0.1"
+    ood_limit: int | None = 500
+    alphas: str = "0:1:0.25"
     batch_size: int = 32
     lr: float = 1e-4
     max_length: int = 64
-    quick_sets: bool = False  # leave out simlex999 to save time
+    quick_sets: bool = True  # leave out simlex999 to save time
+    group_by_length: bool = True  # batches of similar length: less padding, same effect
 
     @classmethod
-    def quick(cls) -> DemoSettings:
-        return cls(train_size=128, epochs=1, test_limit=128, alphas="0,0.5,1", quick_sets=True)
+    def tiny(cls) -> DemoSettings:
+        return cls(
+            train_size=128,
+            epochs=1,
+            test_limit=128,
+            ood_limit=128,
+            alphas="0,0.5,1",
+            quick_sets=True,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"{self.train_size} training reviews, {self.epochs} epoch(s), head prompts "
+            f"'a bad movie' / 'a good movie' x 20, AdamW lr {self.lr:g}, batch "
+            f"{self.batch_size}, max length {self.max_length}"
+        )
 
 
 PROMPTS = "a bad movie,a good movie"
@@ -64,7 +88,8 @@ def demo_evals(settings: DemoSettings) -> list[str]:
     if not settings.quick_sets:
         evals.append("simlex=embedding-similarity:simlex999")
     if amazon_available():
-        evals.append(f"ood.amazon=seq-classification:amazon-fine-food-test,primary=auc{limit}")
+        ood = f",limit={settings.ood_limit}" if settings.ood_limit else ""
+        evals.append(f"ood.amazon=seq-classification:amazon-fine-food-test,primary=auc{ood}")
     return evals
 
 
@@ -72,8 +97,8 @@ def demo_evals(settings: DemoSettings) -> list[str]:
 class DemoResult:
     zeroshot: Path
     finetuned: Path
-    scan: object  # ScanReport
-    barrier: object  # PathBarrier on the speciality loss
+    scan: ScanReport
+    barrier: PathBarrier  # on the speciality loss
 
 
 def run_demo(work: Path, settings: DemoSettings, quiet: bool = False) -> DemoResult:
@@ -97,6 +122,7 @@ def run_demo(work: Path, settings: DemoSettings, quiet: bool = False) -> DemoRes
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         max_length=settings.max_length,
+        group_by_length=settings.group_by_length,
         save_init=str(zeroshot),
         seed=0,
         device="auto",
@@ -116,6 +142,55 @@ def run_demo(work: Path, settings: DemoSettings, quiet: bool = False) -> DemoRes
     )
     barrier = path_barrier(report.result, "speciality", "loss")
     return DemoResult(zeroshot, finetuned, report, barrier)
+
+
+def demo_summary(res: DemoResult) -> list[str]:
+    """What happened, in sentences: the fine-tune's gain (or loss) in speciality, its cost in
+    generality, where the selection landed and what the barrier says."""
+    r = res.scan.result
+    zs, ft = r.at(0.0), r.at(1.0)
+    s0, s1 = r.score(zs, "speciality"), r.score(ft, "speciality")
+    g0, g1 = r.score(zs, "generality"), r.score(ft, "generality")
+    lines = []
+    if s0 is not None and s1 is not None:
+        if s1 < s0:
+            lines.append(
+                f"The fine-tune made held-out review accuracy WORSE ({s0:.3f} -> {s1:.3f}): "
+                "it is too short to learn the task; there is no trade-off to show."
+            )
+        else:
+            lines.append(
+                f"Fine-tuning raised held-out review accuracy from {s0:.3f} to {s1:.3f} "
+                f"({s1 - s0:+.3f})"
+                + (
+                    f" and cost generality {g0:.3f} -> {g1:.3f} ({g1 - g0:+.3f})."
+                    if g0 is not None and g1 is not None
+                    else "."
+                )
+            )
+    sel = res.scan.selection
+    if sel is not None:
+        p = r.at(sel.alpha)
+        sp, gp = r.score(p, "speciality"), r.score(p, "generality")
+        if sp is not None and gp is not None and s0 is not None and s1 is not None and s1 > s0:
+            kept = (sp - s0) / (s1 - s0)
+            lines.append(
+                f"alpha = {sel.alpha:g} keeps {kept:.0%} of the accuracy gain ({sp:.3f}) with "
+                f"generality {gp:.3f}: the best balance ({sel.reason})."
+            )
+    b = res.barrier
+    if b.height > 0:
+        lines.append(
+            f"Loss barrier {b.height:.4f} at alpha {b.at:g}: the review loss rises above the "
+            "straight line between the endpoints, so they are not linearly connected."
+        )
+    else:
+        lines.append(
+            "No loss barrier: the review loss stays under the straight line between the "
+            "endpoints, so the two models are linearly mode-connected and every alpha is a "
+            "working model."
+        )
+    return lines
 
 
 def fresh_dir(path: Path) -> Path:

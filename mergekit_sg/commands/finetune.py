@@ -46,6 +46,8 @@ def _finetune_recipe(
     if res.init is not None:
         lines.append(f"initial model -> {res.init}")
     lines.append(res.summary())
+    if res.regression():
+        lines.append(f"warning: {res.regression()}")
     return RecipeResult(outputs=[res.out] + ([res.init] if res.init else []), lines=lines)
 
 

@@ -104,9 +104,25 @@ def _options(cmd: RecipeCommand, given: Any, src: str) -> BaseModel:
         raise SgMergeError(f"{src}options.{loc}: {err['msg']}") from None
 
 
+PACKAGED = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def packaged_recipe(path: str | Path) -> Path:
+    """`path` itself when it exists or names a folder; else NAME[.yaml] among the packaged
+    recipes when there is one."""
+    p = Path(path)
+    if p.exists() or len(p.parts) != 1:
+        return p
+    for cand in (PACKAGED / p.name, PACKAGED / f"{p.name}.yaml"):
+        if cand.is_file():
+            return cand
+    return p
+
+
 def load_recipe(path: str | Path, environ: Mapping[str, str] | None = None) -> Recipe:
-    """Read and validate a recipe file."""
-    path = Path(path)
+    """Read and validate a recipe file; a bare NAME (no such file) is one of the recipes
+    installed with the package (`sgmerge run minilm-demo`)."""
+    path = packaged_recipe(path)
     try:
         text = path.read_text()
     except OSError as e:
@@ -149,8 +165,8 @@ def run_recipe(
     ctx = RecipeContext(recipe, text, command_line or f"sgmerge run {recipe.source}", progress)
     result = recipe.command.runner(recipe.inputs, recipe.out, recipe.options, ctx)
     for out in result.outputs:
-        if out.is_dir() and not (out / RECIPE_FILE).exists():
-            (out / RECIPE_FILE).write_text(text)
+        if out.is_dir():  # the recipe that ran made every output (it replaces the plain
+            (out / RECIPE_FILE).write_text(text)  # one a scan's --write-best merge writes)
         elif out.is_file():
             recipe_sidecar(out).write_text(text)
     return result

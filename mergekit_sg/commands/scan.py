@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mergekit_sg.commands.recipe import RecipeContext, RecipeResult, recipe_command
+from mergekit_sg.io.atomic import check_destination
 from mergekit_sg.io.card import CardExtras, Evidence
 from mergekit_sg.io.progress import Progress
 from mergekit_sg.merge.merge import merge, parse_grid
@@ -37,8 +38,10 @@ def scan_command(
     """`sgmerge scan`: the in-memory scan, its report files, and with --write-best the selected
     model, whose card carries the scan table and the trade-off plot as evidence."""
     out = Path(out)
-    report = scan(pretrained, finetuned, out, options, evaluators, progress, **kwargs)
     opts = options if options is not None else ScanOptions(**kwargs)  # type: ignore[arg-type]
+    if opts.write_best:  # before the scan, not after minutes of it
+        check_destination(Path(opts.write_best), opts.force)
+    report = scan(pretrained, finetuned, out, opts, evaluators, progress)
     write_scan_outputs(report, out)
     if opts.write_best and report.selection is not None:
         plot = out / "tradeoff.png"

@@ -206,8 +206,30 @@ def _remove(p: Path) -> None:
             p.unlink()
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (os.umask would
+    set it for a moment, racing other threads that create files)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _readable_files(tmp: Path) -> None:
+    """Files some writers create private (safetensors writes 0600) get the mode a plain
+    `open(..., "w")` gives, 0666 less the umask (0644 usually), like the rest of the output."""
+    mode = 0o666 & ~_umask()
+    for p in tmp.rglob("*"):
+        if p.is_file() and not p.is_symlink() and (p.stat().st_mode & 0o777) != mode:
+            os.chmod(p, mode)
+
+
 def _publish(tmp: Path, dest: Path, force: bool) -> None:
     os.chmod(tmp, 0o755)
+    _readable_files(tmp)
     fsync_tree(tmp)
     try:
         if dest.exists() or dest.is_symlink():

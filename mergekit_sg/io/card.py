@@ -54,6 +54,65 @@ def pipeline_for(config: dict[str, Any] | None) -> str | None:
     return None
 
 
+def read_card(folder: Path | None) -> tuple[dict[str, Any], str | None]:
+    """A folder's README.md: its YAML front matter ({} when none) and its `# title`."""
+    if folder is None or not (folder / "README.md").is_file():
+        return {}, None
+    try:
+        text = (folder / "README.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}, None
+    meta: dict[str, Any] = {}
+    body = text
+    if text.startswith("---"):
+        end = text.find("\n---", 3)
+        if end > 0:
+            try:
+                loaded = yaml.safe_load(text[3:end])
+            except yaml.YAMLError:
+                loaded = None
+            meta = loaded if isinstance(loaded, dict) else {}
+            body = text[end + 4 :]
+    title = next((ln[2:].strip() for ln in body.splitlines() if ln.startswith("# ")), None)
+    return meta, title
+
+
+def library_for(folder: Path, kind: str | None) -> str | None:
+    """`sentence-transformers` when the folder has modules.json (SentenceTransformer loads
+    it), else the checkpoint kind's library."""
+    if (folder / "modules.json").is_file():
+        return "sentence-transformers"
+    return {"open_clip": "open_clip", "transformers": "transformers"}.get(kind or "")
+
+
+def as_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def model_name(folder: Path | None, hub_id: str | None, ref: str) -> str:
+    """How a card names a model: its Hub id, its own card's title, else the reference."""
+    if hub_id:
+        return hub_id
+    _, title = read_card(folder)
+    return title or ref
+
+
+def recipe_text(
+    command: str, out: str | Path, options: dict[str, Any], inputs: dict[str, str] | None = None
+) -> str:
+    """The recipe (`sgmerge run` reads it) that reproduces a plain CLI run: the command, its
+    inputs, the output and the options that differ from their defaults."""
+    doc: dict[str, Any] = {"command": command}
+    if inputs:
+        doc["inputs"] = {k: str(v) for k, v in inputs.items()}
+    doc["out"] = str(out)
+    if options:
+        doc["options"] = json.loads(json.dumps(options, default=str))
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
 def render_card(meta: dict[str, Any], title: str, body_sections: list[tuple[str, str]]) -> str:
     """A README.md: YAML front matter, a title, then `## heading` sections."""
     fm = yaml.safe_dump(meta, sort_keys=False).strip()

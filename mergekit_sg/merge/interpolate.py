@@ -12,7 +12,7 @@ from typing import Any
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.atomic import check_destination
-from mergekit_sg.io.card import RECIPE_FILE, CardExtras
+from mergekit_sg.io.card import RECIPE_FILE, CardExtras, recipe_text
 from mergekit_sg.io.checkpoint import Checkpoint, add_side_weights, open_checkpoint
 from mergekit_sg.io.progress import Progress
 from mergekit_sg.io.safetensors_write import parse_size
@@ -157,5 +157,9 @@ def _finish_dir(
         write_open_clip_config(d, opts.open_clip_model)
     if extras is not None and extras.recipe_yaml:
         (d / RECIPE_FILE).write_text(extras.recipe_yaml)
+    elif opts.model_card:  # a plain CLI or Python merge: the recipe that redoes this output
+        options = {**opts.model_dump(exclude_defaults=True), "alpha": [recipe["alpha"]]}
+        inputs = {"pretrained": pre.ref, "finetuned": ft.ref}
+        (d / RECIPE_FILE).write_text(recipe_text("interpolate", d, options, inputs))
     if opts.model_card:
         write_card(d, recipe, pre, ft, command, extras)

@@ -66,8 +66,8 @@ class InterpolateRules(BaseModel):
     alpha: list[float] = Field(
         default=[0.5],
         min_length=1,
-        description="Mixing coefficient(s); 0 = pretrained, 1 = fine-tuned. Comma list for "
-        "several outputs in one pass (written to OUT/alpha-A).",
+        description="Mixing coefficient(s); 0 = pretrained, 1 = fine-tuned. A comma list or "
+        "START:STOP:STEP for several outputs in one pass (written to OUT/alpha-A).",
     )
     alpha_for: list[str] = Field(
         default=[], description="GLOB=VALUE: alpha for matching tensors (repeatable, first wins)."
@@ -93,6 +93,12 @@ class InterpolateRules(BaseModel):
     @field_validator("alpha", mode="before")
     @classmethod
     def _split_alpha(cls, v: object) -> object:
+        """A comma list as given, or ranges START:STOP:STEP as scan's --alphas takes them."""
+        items = v if isinstance(v, list) else [v]
+        if any(isinstance(x, str) and ":" in x for x in items):
+            from mergekit_sg.alphas import parse_alphas
+
+            return parse_alphas(",".join(str(x) for x in items))
         return split_floats(v)
 
     @field_validator("alpha")

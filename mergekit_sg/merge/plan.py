@@ -9,6 +9,7 @@ any method over N inputs (`merge`)."""
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import warnings as _warnings
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from mergekit_sg.io.dtypes import user_dtype
 from mergekit_sg.merge.methods import Method, Params
 from mergekit_sg.merge.methods.linear import Fisher, FisherShared, Lerp, LerpParams, Weight
 from mergekit_sg.merge.options import InterpolateOptions
-from mergekit_sg.merge.rules import TensorRule, parse_alpha_for, rule_for
+from mergekit_sg.merge.rules import AlphaFor, TensorRule, parse_alpha_for, rule_for
 
 INTEGER_WHY = "integer: must be equal in both"
 
@@ -93,19 +94,39 @@ def _group(ck: Checkpoint, name: str) -> str:
     return ck.tensors[src].group if src is not None else ""
 
 
-def _common_names(cks: Sequence[Checkpoint], warn: list[str]) -> set[str]:
-    """The names every input has; a side weight file (classifier head) missing from some
-    input is left out with a warning, any other difference is an error."""
+# the marker of an embedding classifier's head (models/embedding_classifier.py writes it)
+EMBEDDING_HEAD_META = "sgmerge_head.json"
+KEPT_WHY = "only in the fine-tuned model: kept"
+
+
+def _common_names(
+    cks: Sequence[Checkpoint], warn: list[str], order: int = -1
+) -> tuple[set[str], set[str]]:
+    """The names every input has, and the names kept from `cks[order]` alone. A side weight
+    file (classifier head) missing from some input is left out with a warning, except an
+    embedding classifier's head that only the output-order model has (a fine-tune against its
+    bare pretrained encoder, e.g. the package model): the encoder merges, that head is kept as
+    it is. Any other difference is an error."""
     names = [_names(c) for c in cks]
     groups = {(_group(c, n)) for c, ns in zip(cks, names, strict=True) for n in ns} - {""}
+    oc = cks[order]
+    kept: set[str] = set()
     for g in sorted(groups):
         have = [c for c, ns in zip(cks, names, strict=True) if any(_group(c, n) == g for n in ns)]
         if len(have) < len(cks):
             lack = [c.ref for c in cks if c not in have]
-            warn.append(
-                f"{have[0].ref} has a classification head ({g}) but {lack[0]} has none: the "
-                "head is left out and the output is a plain model"
-            )
+            side = oc.side_dir
+            if have == [oc] and side is not None and (side / EMBEDDING_HEAD_META).is_file():
+                warn.append(
+                    f"{lack[0]} has no classification head ({g}): the encoder is merged and "
+                    f"{oc.ref}'s head is kept unchanged"
+                )
+                kept |= {n for n in names[cks.index(oc)] if _group(oc, n) == g}
+            else:
+                warn.append(
+                    f"{have[0].ref} has a classification head ({g}) but {lack[0]} has none: the "
+                    "head is left out and the output is a plain model"
+                )
             names = [{n for n in ns if _group(c, n) != g} for c, ns in zip(cks, names, strict=True)]
     ref, ref_names = cks[-1], names[-1]
     for c, ns in zip(cks, names, strict=True):
@@ -117,7 +138,7 @@ def _common_names(cks: Sequence[Checkpoint], warn: list[str]) -> set[str]:
             if only_c:
                 parts.append(f"{len(only_c)} key(s) only in {c.ref}: {first_few(only_c)}")
             raise SgMergeError("checkpoints do not match: " + "; ".join(parts))
-    return ref_names
+    return ref_names | kept, kept
 
 
 # resolve(name, floating) -> (params per output or None, copy_slot, why)
@@ -133,7 +154,7 @@ def plan_entries(
 ) -> tuple[list[PlanEntry], dict[str, str]]:
     """Entries for slots `cks` (slot i reads cks[i], which is also source i), in the output
     order of cks[order]; tensors tied in every input are written once and recorded as tied."""
-    names = _common_names(cks, warn)
+    names, kept = _common_names(cks, warn, order)
     oc = cks[order]
     aliases = {
         a: k
@@ -158,7 +179,10 @@ def plan_entries(
             continue
         ref = oc.tensors[_sources(name, oc)]  # type: ignore[index]
         floating = ref.dtype.is_floating_point
-        params, copy_slot, why = resolve(name, floating)
+        if name in kept:
+            params, copy_slot, why = None, order % len(cks), KEPT_WHY
+        else:
+            params, copy_slot, why = resolve(name, floating)
         dtype = (out_dtype or ref.dtype) if floating else ref.dtype
         slots = tuple((i, s) for i, s in enumerate(srcs) if s is not None)
         entries.append(
@@ -241,6 +265,7 @@ def build_plan(
 
     out_dtype = user_dtype(opts.dtype) if opts.dtype else None
     entries, aliases = plan_entries([pre, ft], 1, resolve, out_dtype, warn)
+    warn += unmatched_patterns([e.name for e in entries], opts.exclude, opts.only, alpha_for)
     method: Method = Lerp()
     sources = [pre, ft]
     if fisher:
@@ -277,6 +302,26 @@ def build_plan(
         warn,
         alphas=alphas,
     )
+
+
+def unmatched_patterns(
+    names: list[str], exclude: list[str], only: list[str], alpha_for: list[AlphaFor]
+) -> list[str]:
+    """A warning for each --exclude/--only/--alpha-for pattern that matches no tensor name (a
+    typo would otherwise silently merge everything). A classifier head file merged beside its
+    tower (only `head.weight`) is not checked: the patterns are meant for the tower."""
+    if set(names) <= {"head.weight"}:
+        return []
+    out = []
+    given = [("--exclude", p) for p in exclude] + [("--only", p) for p in only]
+    given += [("--alpha-for", r.pattern) for r in alpha_for]
+    for flag, pat in given:
+        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+            out.append(
+                f"{flag} {pat!r} matches no tensor (names look like {first_few(names[:3])}); "
+                "it changes nothing"
+            )
+    return out
 
 
 def with_fisher(e: PlanEntry, fisher: Sequence[Checkpoint]) -> PlanEntry:

@@ -10,9 +10,13 @@ from typing import Any
 
 from mergekit_sg.io.card import (
     CardExtras,
+    as_list,
     evidence_section,
     front_matter,
+    library_for,
+    model_name,
     pipeline_for,
+    read_card,
     recipe_block,
     recipe_file_section,
     render_card,
@@ -75,6 +79,10 @@ def _license(ck: Checkpoint) -> str | None:
     return lic if isinstance(lic, str) else None
 
 
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
 def write_card(
     dest: Path,
     recipe: dict[str, Any],
@@ -88,14 +96,20 @@ def write_card(
     config = None
     if (dest / "config.json").exists():
         config = json.loads((dest / "config.json").read_text())
-    library = {"open_clip": "open_clip", "transformers": "transformers"}.get(ft.kind)
-    bases = [c.source.hub_id for c in (pre, ft) if c.source.hub_id]
+    library = library_for(dest, ft.kind)
+    cards = {c.ref: read_card(c.side_dir)[0] for c in (pre, ft)}
+    bases: list[str] = []
+    for c in (pre, ft):  # each input's Hub id, else what its own card names as its base
+        bases += [c.source.hub_id] if c.source.hub_id else as_list(cards[c.ref].get("base_model"))
+    inherited = {
+        k: cards[ft.ref].get(k) or cards[pre.ref].get(k) for k in ("license", "pipeline_tag")
+    }
     meta = front_matter(
         list(dict.fromkeys(b for b in bases if b)),
         library,
         TAGS,
-        license=_license(ft) or _license(pre),
-        pipeline_tag=pipeline_for(config),
+        license=_license(ft) or _license(pre) or _str(inherited["license"]),
+        pipeline_tag=_str(inherited["pipeline_tag"]) or pipeline_for(config),
     )
     alpha = recipe["alpha"]
     rules = []
@@ -125,5 +139,6 @@ def write_card(
     if (recipe_file := recipe_file_section(extras)) is not None:
         sections.append(recipe_file)
     sections.append(("Recipe", f"Made with {TOOLKIT}.\n\n{recipe_block(recipe)}"))
-    title = f"WiSE-FT merge (alpha={alpha:g}) of {ft.ref}"
+    names = [model_name(c.side_dir, c.source.hub_id, c.ref) for c in (pre, ft)]
+    title = f"WiSE-FT merge (alpha={alpha:g}) of {names[0]} and {names[1]}"
     (dest / "README.md").write_text(render_card(meta, title, sections))

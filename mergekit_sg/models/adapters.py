@@ -88,7 +88,13 @@ def _load_hf(task: str, path: Path, spec: str) -> LoadedModel:
         module = ec.load_embedding_classifier(path)
         tok = transformers.AutoTokenizer.from_pretrained(path)
         return LoadedModel(
-            module, "hf:embedding-classifier", spec, path, tokenizer=tok, rename=ec.checkpoint_name
+            module,
+            "hf:embedding-classifier",
+            spec,
+            path,
+            tokenizer=tok,
+            rename=ec.checkpoint_name,
+            side_weights=(ec.HEAD_WEIGHTS,),
         )
     if task == "auto":
         archs = json.loads((path / "config.json").read_text()).get("architectures") or [""]

@@ -3,8 +3,11 @@ head with a fixed scale. It is the text analogue of CLIP's zero-shot head: the h
 as the normalised embeddings of label prompts, so the un-tuned model already classifies, and the
 whole model, head included, interpolates like any checkpoint.
 
-On disk it is the encoder's own Hugging Face layout (so `AutoModel.from_pretrained` still loads
-the encoder) plus `head.weight` in the same safetensors and `sgmerge_head.json`."""
+On disk the encoder keeps exactly its original Hugging Face layout (pooler and buffers such as
+`embeddings.position_ids` included), so `AutoModel` and `SentenceTransformer` load the folder
+without a warning; the head lies beside it, `head.weight` in `classifier_head.safetensors` (the
+name open_clip classifiers use, so merges and linear paths carry it the same way), with the
+labels and scale in `sgmerge_head.json`."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ if TYPE_CHECKING:  # transformers is imported lazily: `sgmerge --help` should no
     from transformers.modeling_outputs import SequenceClassifierOutput
 
 HEAD_FILE = "sgmerge_head.json"
+HEAD_WEIGHTS = "classifier_head.safetensors"
 PREFIX = "encoder."
 
 
@@ -80,11 +84,22 @@ def checkpoint_name(live_name: str) -> str:
 def save_embedding_classifier(
     model: EmbeddingClassifier, out: Path, source_dir: Path | None = None, extra: dict | None = None
 ) -> None:
-    """Write the encoder layout + head.weight + sgmerge_head.json into `out` (which exists)."""
-    state = {
-        checkpoint_name(k): v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-    }
+    """Write the encoder in its original layout, the head beside it, and sgmerge_head.json into
+    `out` (which exists). Tensors of the source checkpoint the live encoder does not hold as
+    persistent state (e.g. `embeddings.position_ids`) are copied unchanged, so the saved key
+    set equals the source's and the output interpolates with the original model."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.encoder.state_dict().items()}
+    src = source_dir / "model.safetensors" if source_dir is not None else None
+    if src is not None and src.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(src), "pt") as f:
+            for k in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                if k not in state and k != "head.weight":
+                    state[k] = f.get_tensor(k)
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    head = {"head.weight": model.head.weight.detach().contiguous().cpu()}
+    save_file(head, out / HEAD_WEIGHTS, metadata={"format": "pt"})
     model.encoder.config.save_pretrained(out)
     meta = {"labels": model.labels, "scale": model.scale, "pooling": "mean", **(extra or {})}
     (out / HEAD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -93,28 +108,33 @@ def save_embedding_classifier(
 
         for rel in SIDE_FILES:
             f = source_dir / rel
-            if f.is_file() and rel != "config.json" and not (out / rel).exists():
+            if f.is_file() and rel not in ("config.json", HEAD_FILE) and not (out / rel).exists():
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(f, out / rel)
 
 
-def load_embedding_classifier(path: Path) -> EmbeddingClassifier:
-    """Rebuild the classifier from a directory written by `save_embedding_classifier`."""
+def load_encoder(path: Path) -> torch.nn.Module:
+    """The encoder exactly as the folder stores it (pooler included), without transformers'
+    load report (a legacy folder may still hold head.weight in model.safetensors)."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
-    meta = json.loads((path / HEAD_FILE).read_text())
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the head tensor is "unexpected" for the bare encoder
+    hf_logging.set_verbosity_error()
     try:
-        encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
-    except TypeError:
-        encoder = AutoModel.from_pretrained(path)
+        return AutoModel.from_pretrained(path)
     finally:
         hf_logging.set_verbosity(verbosity)
-    model = EmbeddingClassifier(encoder, meta["labels"], meta["scale"])
+
+
+def load_embedding_classifier(path: Path) -> EmbeddingClassifier:
+    """Rebuild the classifier from a directory written by `save_embedding_classifier` (or by
+    an older version that kept head.weight inside model.safetensors)."""
     from mergekit_sg.io.checkpoint import open_checkpoint
 
-    with open_checkpoint(path) as ck:
+    meta = json.loads((path / HEAD_FILE).read_text())
+    model = EmbeddingClassifier(load_encoder(path), meta["labels"], meta["scale"])
+    head_file = path / HEAD_WEIGHTS if (path / HEAD_WEIGHTS).is_file() else path
+    with open_checkpoint(head_file) as ck:
         model.head.weight.data.copy_(ck.read("head.weight"))
     return model

@@ -1,11 +1,6 @@
-"""Alpha grids: '0:1:0.1' (start:stop:step, both ends included) or '0,0.25,0.5', read by the
-merge layer's one reader of coefficient lists (`--param` values use it too)."""
+"""The alpha syntax (`0:1:0.1` ranges and comma lists), kept in the root `mergekit_sg.alphas`
+so that interpolate's --alpha (merge layer) and scan's --alphas parse the same way."""
 
-from __future__ import annotations
+from mergekit_sg.alphas import parse_alphas
 
-from mergekit_sg.merge.merge import parse_values
-
-
-def parse_alphas(text: str | list[float] | list[str]) -> list[float]:
-    """Sorted, de-duplicated alphas; ranges include both ends (rounded to 10 decimals)."""
-    return parse_values(text, "--alphas")
+__all__ = ["parse_alphas"]

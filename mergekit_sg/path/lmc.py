@@ -31,6 +31,27 @@ class PathBarrier:
     losses: list[float]
     height: float
     at: float
+    evaluator: str = ""
+    metric: str = "loss"
+
+    def sentence(self) -> str:
+        """What the barrier means, in words."""
+        where = (
+            self.metric
+            if self.evaluator in ("", self.metric)
+            else f"{self.evaluator}.{self.metric}"
+        )
+        if self.height <= 0:
+            return (
+                f"{self.path}: no barrier: {where} stays on or below the straight line between "
+                "the endpoints, so they are linearly mode-connected (every alpha is as good as "
+                "the endpoints' mix)."
+            )
+        return (
+            f"{self.path}: barrier {self.height:.4g} at alpha {self.at:g}: {where} rises that "
+            "far above the straight line between the endpoints, so averaging their weights "
+            "costs that much; the endpoints are not linearly mode-connected."
+        )
 
 
 def loss_metric(result: ScanResult, evaluator: str, metric: str | None) -> str:
@@ -55,4 +76,4 @@ def path_barrier(result: ScanResult, evaluator: str, metric: str | None = None) 
     alphas = [p.alpha for p in result.points]
     losses = [p.metrics[evaluator][m] for p in result.points]
     h, at = barrier(alphas, losses)
-    return PathBarrier(result.path, alphas, losses, h, at)
+    return PathBarrier(result.path, alphas, losses, h, at, evaluator, m)

@@ -86,52 +86,113 @@ def _plt():
     return plt
 
 
-def _scan_plots(report: ScanReport, out: Path) -> list[Path]:
+ROLE_COLOURS = {"speciality": "tab:blue", "generality": "tab:orange"}
+OTHER_COLOUR = "tab:gray"  # out-of-distribution and reported-only evaluators
+MIN_SPAN = 0.05  # a y-axis spans at least this much, so a 0.003 change looks like one
+
+
+def _panel_title(name: str, role: str, metric: str) -> str:
+    """`speciality: accuracy`, `generality.lee: pearson`, `ood.amazon: auc (reported)`."""
+    tag = "" if role in name or role in ROLE_COLOURS else f" ({role})"
+    if role not in ROLE_COLOURS and not tag:
+        tag = " (reported)"
+    return f"{name}: {metric}{tag}"
+
+
+def _honest_ylim(ax: object, ys: list[float]) -> None:
+    """Pad the y-range to at least MIN_SPAN around the data, and say the change in the title."""
+    lo, hi = min(ys), max(ys)
+    if hi - lo < MIN_SPAN:
+        mid = (hi + lo) / 2
+        ax.set_ylim(mid - MIN_SPAN / 2, mid + MIN_SPAN / 2)  # type: ignore[attr-defined]
+
+
+def _alpha_ticks(ax: object, alphas: list[float]) -> None:
+    """At most six alpha ticks, short labels."""
+    step = max(1, -(-len(alphas) // 6))
+    shown = alphas[::step] if alphas[-1] in alphas[::step] else [*alphas[::step], alphas[-1]]
+    ax.set_xticks(shown)  # type: ignore[attr-defined]
+    ax.set_xticklabels([f"{a:g}" for a in shown])  # type: ignore[attr-defined]
+
+
+def _metrics_plot(report: ScanReport, out: Path) -> Path:
+    """metrics.png: one panel per evaluator, its primary metric along alpha, coloured by role
+    (speciality blue, generality orange, anything else gray), the selection dashed."""
     plt = _plt()
     r = report.result
     alphas = [p.alpha for p in r.points]
     n = len(r.evals)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.5), squeeze=False)
     for ax, e in zip(axes[0], r.evals, strict=True):
-        ys = [p.metrics.get(e.name, {}).get(e.primary) for p in r.points]
-        ax.plot(alphas, ys, "o-", color="tab:blue" if e.role == "speciality" else "tab:orange")
-        ax.set_title(f"{e.name} ({e.role})", fontsize=9)
-        ax.set_xlabel("alpha")
+        pts = [(p.alpha, p.metrics.get(e.name, {}).get(e.primary)) for p in r.points]
+        pts = [(a, y) for a, y in pts if y is not None]
+        colour = ROLE_COLOURS.get(e.role, OTHER_COLOUR)
+        ax.plot([a for a, _ in pts], [y for _, y in pts], "o-", color=colour)
+        title = _panel_title(e.name, e.role, e.primary)
+        if pts:
+            _honest_ylim(ax, [y for _, y in pts])
+            title += f"\nalpha 0 -> 1: {pts[-1][1] - pts[0][1]:+.3f}"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("alpha (0 = pretrained, 1 = fine-tuned)", fontsize=8)
         ax.set_ylabel(e.primary)
+        _alpha_ticks(ax, alphas)
         if report.selection:
             ax.axvline(report.selection.alpha, color="gray", ls="--", lw=0.8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    files = [out / "metrics.png"]
-    fig.savefig(files[0], dpi=120)
+    fig.savefig(out / "metrics.png", dpi=120)
     plt.close(fig)
+    return out / "metrics.png"
+
+
+def _tradeoff_plot(report: ScanReport, out: Path) -> Path | None:
+    """tradeoff.png: speciality against generality along alpha; the endpoints as a square
+    (alpha 0) and a diamond (alpha 1), the selection as a ring around its point, so no marker
+    hides another; alpha labels on the endpoints, the selection and a few points between."""
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    r = report.result
     pts = [(p.alpha, r.score(p, "speciality"), r.score(p, "generality")) for p in r.points]
     pts = [(a, s, g) for a, s, g in pts if s is not None and g is not None]
-    if pts:
-        fig, ax = plt.subplots(figsize=(5.2, 4.4))
-        ax.plot([g for _, _, g in pts], [s for _, s, _ in pts], "o-", color="tab:purple")
-        for a, s, g in pts:
-            ax.annotate(f"{a:g}", (g, s), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        a0 = min(pts)
-        a1 = max(pts)
-        ax.plot(a0[2], a0[1], "s", ms=10, color="tab:orange", label="zero-shot / pretrained (α=0)")
-        ax.plot(a1[2], a1[1], "D", ms=9, color="tab:blue", label="fine-tuned (α=1)")
-        if report.selection:
-            best = min(pts, key=lambda x: abs(x[0] - report.selection.alpha))
-            ax.plot(
-                best[2], best[1], "*", ms=16, color="tab:green", label=f"selected α={best[0]:g}"
-            )
-        ax.set_xlabel("generality")
-        ax.set_ylabel("speciality")
-        ax.set_title("WiSE-FT: speciality vs generality along alpha", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-        _output_curve(ax, report)
-        fig.tight_layout()
-        files.append(out / "tradeoff.png")
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
-    return files
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    ax.plot([g for _, _, g in pts], [s for _, s, _ in pts], "o-", color="tab:purple", ms=4)
+    a0, a1 = min(pts), max(pts)
+    sel = report.selection.alpha if report.selection else None
+    step = max(1, -(-len(pts) // 6))
+    for i, (a, s, g) in enumerate(pts):
+        if i % step == 0 or (a, s, g) in (a0, a1) or a == sel:
+            ax.annotate(f"α={a:g}", (g, s), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    if sel is not None:
+        best = min(pts, key=lambda x: abs(x[0] - sel))
+        ax.plot(
+            best[2], best[1], "o", ms=18, mfc="none", mec="tab:green", mew=2,
+            label=f"selected α={best[0]:g}", zorder=1,
+        )  # fmt: skip
+    ax.plot(a0[2], a0[1], "s", ms=9, color="tab:orange", label="pretrained / zero-shot (α=0)")
+    ax.plot(a1[2], a1[1], "D", ms=8, color="tab:blue", label="fine-tuned (α=1)")
+    ax.margins(0.1)
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.yaxis.set_major_locator(MaxNLocator(6))
+    ax.ticklabel_format(useOffset=False)
+    ax.set_xlabel("generality (mean of the generality evaluators)")
+    ax.set_ylabel("speciality")
+    ax.set_title("WiSE-FT: speciality vs generality along alpha", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    _output_curve(ax, report)
+    fig.tight_layout()
+    fig.savefig(out / "tradeoff.png", dpi=120)
+    plt.close(fig)
+    return out / "tradeoff.png"
+
+
+def _scan_plots(report: ScanReport, out: Path) -> list[Path]:
+    files = [_metrics_plot(report, out)]
+    trade = _tradeoff_plot(report, out)
+    return files + ([trade] if trade is not None else [])
 
 
 def lmc_table(report: LmcReport) -> Table:
@@ -155,23 +216,44 @@ def write_lmc_outputs(report: LmcReport, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "lmc.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "alpha", "loss"])
+        w.writerow(["path", "alpha", report.barriers[0].metric if report.barriers else "loss"])
         for b in report.barriers:
             w.writerows([b.path, a, v] for a, v in zip(b.alphas, b.losses, strict=True))
     summary = {
         "inputs": report.refs,
-        "barriers": [{"path": b.path, "height": b.height, "at": b.at} for b in report.barriers],
+        "barriers": [
+            {
+                "path": b.path,
+                "evaluator": b.evaluator,
+                "metric": b.metric,
+                "height": b.height,
+                "at": b.at,
+                "meaning": b.sentence(),
+            }
+            for b in report.barriers
+        ],
     }
     (out / "lmc.json").write_text(json.dumps(summary, indent=2) + "\n")
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
     for b in report.barriers:
-        (line,) = ax.plot(
-            b.alphas, b.losses, "o-", ms=3, label=f"{b.path} (barrier {b.height:.3g})"
-        )
+        (line,) = ax.plot(b.alphas, b.losses, "o-", ms=3, label=f"{b.path}: barrier {b.height:.3g}")
         ax.plot([0, 1], [b.losses[0], b.losses[-1]], "--", color=line.get_color(), lw=0.8)
+        if b.height > 0:
+            chord = b.losses[0] + b.at * (b.losses[-1] - b.losses[0])
+            ax.annotate(
+                "", (b.at, chord + b.height), (b.at, chord),
+                arrowprops={"arrowstyle": "<->", "color": line.get_color()},
+            )  # fmt: skip
+    ax.plot([], [], "--", color="gray", lw=0.8, label="chord: straight line between endpoints")
+    metric = report.barriers[0].metric if report.barriers else "loss"
+    ax.set_title(
+        f"Linear mode connectivity: {metric} along the path\n"
+        "barrier = highest rise of the curve above its chord (arrow); none = connected",
+        fontsize=9,
+    )
     ax.set_xlabel("alpha along the path")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

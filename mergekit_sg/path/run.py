@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from mergekit_sg.device import resolve_device
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import Evaluator
 from mergekit_sg.evals.registry import build_evaluator
@@ -48,7 +48,7 @@ class PathOptions(BaseModel):
         description="NAME=KIND:ARG[,key=value] (repeatable); a NAME starting with "
         "speciality or generality sets the role.",
     )
-    device: str = Field(default="cpu", description="cpu, cuda[:N] or auto.")
+    device: str = Field(default="auto", description="cpu, cuda[:N] or auto (a GPU if any).")
     compute_dtype: Literal["float32", "float64"] = Field(
         default="float32", description="Dtype of the interpolation arithmetic."
     )
@@ -108,12 +108,6 @@ class LmcOptions(PathOptions):
     metric: str | None = Field(
         default=None, description="Metric to take barriers on (default: loss/nll)."
     )
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def fingerprint(ref: str | Path, side_weights: tuple[str, ...] = ()) -> str:
@@ -336,6 +330,31 @@ def lmc(
     model: LoadedModel = load_model(opts.model, checkpoints[0], resolve_device(opts.device))
     prints = {k: fingerprint(v, model.side_weights) for k, v in refs.items()}
     store = open_store(out, opts.resume)
+    prog: Progress = progress or NullProgress()
+    prog.start("lmc", len(pairs) * len(alphas) * len(evs), 0)
+    try:
+        _walk_pairs(
+            report, pairs, labels, checkpoints, model, alphas, evs, store, prints, opts, prog
+        )
+    finally:
+        prog.finish()
+    return report
+
+
+def _walk_pairs(
+    report: LmcReport,
+    pairs: list[tuple[int, int]],
+    labels: list[str],
+    checkpoints: list[str | Path],
+    model: LoadedModel,
+    alphas: list[float],
+    evs: list[Evaluator],
+    store: RecordStore,
+    prints: dict[str, str],
+    opts: LmcOptions,
+    progress: Progress,
+) -> None:
+    """Each path of an lmc run under one progress bar, with its barrier."""
     for i, j in pairs:
         a, b = labels[i], labels[j]
         path = LinearPath(
@@ -347,9 +366,16 @@ def lmc(
             side_weights=model.side_weights,
         )
         res = scan_path(
-            path, model, alphas, evs, store, {a: prints[a], b: prints[b]}, f"{a}->{b}", progress
+            path,
+            model,
+            alphas,
+            evs,
+            store,
+            {a: prints[a], b: prints[b]},
+            f"{a}->{b}",
+            progress,
+            started=True,
         )
         del path
         report.paths.append(res)
         report.barriers.append(path_barrier(res, evs[0].name, opts.metric))
-    return report

@@ -109,19 +109,25 @@ def scan_path(
     path_name: str = "pretrained->finetuned",
     progress: Progress | None = None,
     extra: dict[str, str] | None = None,
+    started: bool = False,
 ) -> ScanResult:
     """Evaluate every evaluator at every alpha; alphas already in `store` are not recomputed.
     `path` is anything with `alpha` and `set(alpha)` (a LinearPath, or a coefficient of a merge
-    method); `extra` goes into every record (the parameter name of a method's scan)."""
+    method); `extra` goes into every record (the parameter name of a method's scan). The
+    progress counts alpha x evaluator steps and names the alpha (i of n) and evaluator;
+    `started`: the caller opened it for several paths (lmc) and closes it."""
     store = store or RecordStore(None)
     inputs = inputs or {}
     progress = progress or NullProgress()
     result = ScanResult(path_name, [EvalInfo.of(e) for e in evaluators])
-    progress.start("scan", len(alphas) * len(evaluators), 0)
+    if not started:
+        progress.start("scan", len(alphas) * len(evaluators), 0)
     try:
-        for alpha in alphas:
+        for i, alpha in enumerate(alphas, 1):
             point = ScanPoint(alpha, {})
+            where = f"{path_name} " if started else ""
             for ev in evaluators:
+                progress.step(f"{where}alpha {alpha:g} ({i}/{len(alphas)}), {ev.name}")
                 cached = store.done(path_name, alpha, ev.name, inputs)
                 if cached is None:
                     if path.alpha != alpha:
@@ -139,5 +145,6 @@ def scan_path(
                 progress.advance(1, 0)
             result.points.append(point)
     finally:
-        progress.finish()
+        if not started:
+            progress.finish()
     return result

@@ -22,7 +22,13 @@ from mergekit_sg.tune.core.log import (
     write_jsonl,
 )
 from mergekit_sg.tune.core.optim import adamw
-from mergekit_sg.tune.core.output import cpu_state, load_state, save_state, write_run
+from mergekit_sg.tune.core.output import (
+    cpu_state,
+    load_state,
+    save_state,
+    write_run,
+    write_trained_card,
+)
 from mergekit_sg.tune.core.progress import TrainBar
 from mergekit_sg.tune.core.schedule import epoch_batches, epoch_lr, lr_factor, set_lr
 from mergekit_sg.tune.core.steps import GradientStep
@@ -57,4 +63,5 @@ __all__ = [
     "write_json",
     "write_jsonl",
     "write_run",
+    "write_trained_card",
 ]

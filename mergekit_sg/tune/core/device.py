@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from mergekit_sg.device import resolve_device as resolve_device
 from mergekit_sg.errors import SgMergeError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -24,13 +25,6 @@ def seed_all(seed: int) -> None:
         import numpy as np
 
         np.random.seed(seed % 2**32)
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` -> cuda when a GPU is visible, else cpu; anything else as torch names it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def amp(

@@ -12,8 +12,16 @@ from typing import Any
 import torch
 
 from mergekit_sg.io.atomic import atomic_directory
-from mergekit_sg.io.card import RECIPE_FILE
+from mergekit_sg.io.card import (
+    RECIPE_FILE,
+    as_list,
+    front_matter,
+    library_for,
+    read_card,
+    render_card,
+)
 from mergekit_sg.tune.core.log import LOG_FILE, Record, write_json, write_jsonl
+from mergekit_sg.version import TOOLKIT
 
 
 def write_run(
@@ -32,6 +40,40 @@ def write_run(
         write_json(tmp / summary_file, summary)
         if recipe_yaml:
             (tmp / RECIPE_FILE).write_text(recipe_yaml)
+
+
+def write_trained_card(
+    dest: Path,
+    pretrained: Path,
+    pretrained_ref: str,
+    hub_id: str | None,
+    what: str,
+    tags: list[str],
+) -> None:
+    """README.md for a trained model (or the initial one): the pretrained model as its base
+    (its Hub id, else what its own card calls its base), and the license, pipeline tag and
+    language of the pretrained's card, so provenance survives finetune -> interpolate -> push;
+    library_name is `sentence-transformers` when the folder has modules.json."""
+    meta_in, title_in = read_card(pretrained)
+    bases = [hub_id] if hub_id else as_list(meta_in.get("base_model"))
+    meta = front_matter(
+        bases,
+        library_for(dest, "transformers"),
+        tags,
+        license=meta_in.get("license") if isinstance(meta_in.get("license"), str) else None,
+        pipeline_tag=meta_in.get("pipeline_tag")
+        if isinstance(meta_in.get("pipeline_tag"), str)
+        else None,
+    )
+    if bases:
+        meta["base_model_relation"] = "finetune"
+    if isinstance(meta_in.get("language"), (str, list)):
+        meta["language"] = meta_in["language"]
+    name = hub_id or title_in or pretrained_ref
+    body = [
+        ("Model", f"{name} {what}. Made with {TOOLKIT}; the run's options are in `{RECIPE_FILE}`.")
+    ]
+    (dest / "README.md").write_text(render_card(meta, f"{name} {what}", body))
 
 
 def cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -22,7 +22,8 @@ import torch
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import Evaluator
 from mergekit_sg.io.atomic import atomic_directory, check_destination
-from mergekit_sg.io.card import RECIPE_FILE
+from mergekit_sg.io.card import RECIPE_FILE, recipe_text
+from mergekit_sg.io.reference import resolve
 from mergekit_sg.tune.core import (
     LOG_FILE,
     BestEpoch,
@@ -46,6 +47,7 @@ from mergekit_sg.tune.core import (
     seed_all,
     select_key,
     write_run,
+    write_trained_card,
 )
 from mergekit_sg.tune.finetuning.finetune_options import FinetuneOptions
 from mergekit_sg.tune.finetuning.penalty import Penalty
@@ -69,6 +71,28 @@ class FinetuneResult:
     seconds: float
     resumed_at_step: int | None = None
     log: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    select: tuple[str, str, bool] | None = None  # (evaluator, metric, higher is better)
+
+    def regression(self) -> str | None:
+        """A plain sentence when the saved model scores worse than the model before training
+        (epoch 0) on the selection metric; None when it did not, or nothing measured both."""
+        if self.select is None:
+            return None
+        name, metric, higher = self.select
+        by_epoch = {r["epoch"]: r["metrics"].get(name, {}).get(metric) for r in self.evals}
+        start = by_epoch.get(0)
+        end = by_epoch.get(self.best_epoch) if self.best_epoch is not None else None
+        if end is None and by_epoch:
+            end = by_epoch[max(by_epoch)]
+        if start is None or end is None:
+            return None
+        worse = end < start if higher else end > start
+        if not worse:
+            return None
+        return (
+            f"the fine-tune made {name}.{metric} worse: {start:.4f} before training, "
+            f"{end:.4f} after (more data, more epochs or a lower --lr may help)"
+        )
 
     def summary(self) -> str:
         """Where the model and its log went: the line the CLI and recipes print at the end."""
@@ -367,6 +391,8 @@ def finetune(
         shutil.rmtree(sdir, ignore_errors=True)
         tr.st.log.append(tr.config_record())
 
+    if evs and not resuming:
+        tr.evaluate(0, evs, None)  # the starting point, so a fine-tune that hurts is seen
     bar = TrainBar(quiet)
     bar.start(tr.total, tr.st.step)
     try:
@@ -405,9 +431,17 @@ def finetune(
         "evals": evals,
         **{k: v for k, v in done.items() if k != "type"},
     }
+    if recipe_yaml is None:  # a plain CLI or Python run: its recipe, so it can be rerun
+        recipe_yaml = recipe_text("finetune", out, opts.model_dump(exclude_defaults=True))
+    ref = resolve(opts.pretrained)
+
+    def save_with_card(tmp: Path, what: str) -> None:
+        task.save(plain, tmp)
+        write_trained_card(tmp, task.path, opts.pretrained, ref.hub_id, what, ["mergekit-sg"])
+
     write_run(
         out,
-        lambda tmp: task.save(plain, tmp),
+        lambda tmp: save_with_card(tmp, f"fine-tuned on {opts.data}"),
         st.log,
         SUMMARY_FILE,
         summary,
@@ -417,10 +451,10 @@ def finetune(
     if init_state is not None and init_dir is not None:
         plain.load_state_dict(init_state)  # same keys: the plain model before training
         with atomic_directory(init_dir, opts.force) as tmp:
-            task.save(plain, tmp)
+            save_with_card(tmp, "before fine-tuning (the initial model)")
             if recipe_yaml:
                 (tmp / RECIPE_FILE).write_text(recipe_yaml)
     shutil.rmtree(sdir, ignore_errors=True)
     return FinetuneResult(
-        out, init_dir, st.step, evals, tr.best.epoch, seconds, resumed_at, log=st.log
+        out, init_dir, st.step, evals, tr.best.epoch, seconds, resumed_at, log=st.log, select=key
     )

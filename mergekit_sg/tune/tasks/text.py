@@ -156,17 +156,7 @@ class TextClassificationTask(_TokenTask):
 
 
 def _encoder(path: Path) -> torch.nn.Module:
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        return AutoModel.from_pretrained(path, add_pooling_layer=False)
-    except TypeError:
-        return AutoModel.from_pretrained(path)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    return ec.load_encoder(path)
 
 
 def _seq_classifier(path: Path, labels: list[str], tok: Any, seed: int) -> Any:

@@ -1,0 +1,137 @@
+"""Everyday use: help readable at 80 columns, one alpha syntax, one device default, plain
+progress lines off a terminal, and a fine-tune that hurts says so."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+from mergekit_sg.cli.app import COMMANDS, build_app, main
+
+
+def _cli(*args: str) -> int:
+    shown = warnings.showwarning
+    try:
+        return main(list(args))
+    finally:
+        warnings.showwarning = shown
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_help_at_80_columns_shows_every_option_whole(name, capsys, monkeypatch) -> None:
+    import typer
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert _cli(name, "--help") == 0
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= 80
+    cmd = typer.main.get_command(build_app(name)).commands[name]  # type: ignore[attr-defined]
+    words = set(re.findall(r"--?[A-Za-z][\w-]*", text))
+    for p in cmd.params:
+        for opt in [*p.opts, *p.secondary_opts]:
+            if opt.startswith("-"):
+                assert opt in words, (name, opt)
+    assert "<bool>" not in text and "[default: (" not in text and "…" not in text
+    if name == "finetune":  # required options are marked, defaults shown
+        assert re.search(r"--model TEXT\s+.*\[required\]", text.replace("\n", " "))
+        assert "[default: 3]" in text  # --epochs
+    if name == "inspect":  # only the options that shape the merge rules, not interpolate's
+        assert "--push-to-hub" not in text and "--force" not in text
+
+
+def test_interpolate_alpha_takes_ranges_like_scan() -> None:
+    from mergekit_sg.alphas import parse_alphas
+    from mergekit_sg.merge.options import InterpolateOptions
+
+    assert InterpolateOptions(alpha="0:1:0.25").alpha == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert InterpolateOptions(alpha=["0:0.5:0.25", "0.9"]).alpha == parse_alphas("0:0.5:0.25,0.9")
+    assert InterpolateOptions(alpha="0.7,0.2").alpha == [0.7, 0.2]  # lists keep their order
+
+
+def test_one_device_default_and_one_resolver() -> None:
+    import mergekit_sg.tune.core as core
+    from mergekit_sg.device import resolve_device
+    from mergekit_sg.path.run import LmcOptions, ScanOptions
+    from mergekit_sg.tune import FinetuneOptions
+
+    assert core.resolve_device is resolve_device
+    assert ScanOptions.model_fields["device"].default == "auto"
+    assert LmcOptions.model_fields["device"].default == "auto"
+    assert FinetuneOptions.model_fields["device"].default == "auto"
+
+
+def test_training_progress_off_a_terminal_prints_lines(capsys) -> None:
+    from mergekit_sg.tune.core.progress import TrainBar
+
+    bar = TrainBar(quiet=False)
+    assert not bar.enabled and bar.lines  # pytest's stderr is not a terminal
+    bar.start(20)
+    for _ in range(20):
+        bar.advance({"loss": 0.5}, 1, 2)
+    bar.stop()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10  # every tenth of the run
+    assert lines[0].startswith("finetune: epoch 1/2, step 2/20 | loss=0.5 | elapsed ")
+    assert "ETA" in lines[-1] and "step 20/20" in lines[-1]
+    quiet = TrainBar(quiet=True)
+    quiet.start(5)
+    quiet.advance({"loss": 1.0}, 1, 1)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_finetune_that_hurts_says_so() -> None:
+    from mergekit_sg.tune import FinetuneResult
+
+    def result(start: float, end: float, higher: bool = True) -> FinetuneResult:
+        evals = [
+            {"epoch": 0, "step": 0, "metrics": {"speciality": {"accuracy": start}}},
+            {"epoch": 1, "step": 8, "metrics": {"speciality": {"accuracy": end}}},
+        ]
+        return FinetuneResult(
+            Path("ft"), None, 8, evals, 1, 1.0, select=("speciality", "accuracy", higher)
+        )
+
+    msg = result(0.680, 0.656).regression()
+    assert msg is not None and "worse" in msg and "0.6800" in msg and "0.6560" in msg
+    assert result(0.680, 0.700).regression() is None
+    assert result(0.5, 0.4, higher=False).regression() is None  # a loss that went down
+
+
+def test_a_pattern_that_matches_nothing_warns(llama_pair, tmp_path, capsys) -> None:
+    pre, ft = str(llama_pair["pre_f32"]), str(llama_pair["ft_f32"])
+    rc = _cli(
+        "interpolate", pre, ft, "-o", str(tmp_path / "m"), "--exclude", "*.no_such_tensor",
+        "--only", "model.*", "--alpha-for", "lm_hed.*=0.2",
+    )  # fmt: skip
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "--exclude '*.no_such_tensor' matches no tensor" in err
+    assert "--alpha-for 'lm_hed.*' matches no tensor" in err
+    assert "--only 'model.*' matches no tensor" not in err  # it does match
+    # and a plain CLI output carries the recipe that redoes it
+    recipe = (tmp_path / "m" / "sgmerge_recipe.yaml").read_text()
+    assert "command: interpolate" in recipe and "no_such_tensor" in recipe
+
+
+def test_lmc_barrier_is_explained_in_words() -> None:
+    from mergekit_sg.path.lmc import PathBarrier
+
+    flat = PathBarrier("A->B", [0, 0.5, 1], [1.0, 0.9, 1.0], 0.0, 0.0, "val", "loss")
+    assert "no barrier" in flat.sentence() and "val.loss" in flat.sentence()
+    bump = PathBarrier("A->B", [0, 0.5, 1], [1.0, 1.5, 1.0], 0.5, 0.5, "loss", "loss")
+    text = bump.sentence()
+    assert "barrier 0.5 at alpha 0.5" in text and "not linearly mode-connected" in text
+    assert "loss.loss" not in text
+
+
+def test_packaged_recipes_are_found_by_name(tmp_path, monkeypatch) -> None:
+    from mergekit_sg.commands.run import PACKAGED, load_recipe, packaged_recipe
+
+    assert (PACKAGED / "minilm-demo.yaml").is_file()
+    monkeypatch.chdir(tmp_path)  # no recipes/ here: the installed copy is used
+    assert packaged_recipe("minilm-demo") == PACKAGED / "minilm-demo.yaml"
+    assert load_recipe("minilm-demo").command.name == "interpolate"
+    assert packaged_recipe("nope") == Path("nope")
