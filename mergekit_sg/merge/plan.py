@@ -179,8 +179,8 @@ def plan_entries(
             continue
         ref = oc.tensors[_sources(name, oc)]  # type: ignore[index]
         floating = ref.dtype.is_floating_point
-        if name in kept:
-            params, copy_slot, why = None, order % len(cks), KEPT_WHY
+        if name in kept:  # one slot only (the output-order model's): copy it
+            params, copy_slot, why = None, 0, KEPT_WHY
         else:
             params, copy_slot, why = resolve(name, floating)
         dtype = (out_dtype or ref.dtype) if floating else ref.dtype
