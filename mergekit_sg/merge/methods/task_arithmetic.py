@@ -248,10 +248,17 @@ class TaskArithmeticFamily(Method):
                 mixed.addcmul_(d, vote)
                 if shared.normalize:  # type: ignore[attr-defined]
                     if divisor is None:
-                        divisor = torch.zeros_like(base)
-                    divisor.add_(vote, alpha=w)
-            if divisor is not None:  # 1 where nobody voted (0 + 1; x + 0 elsewhere)
-                divisor.add_(vote.copy_(divisor).eq_(0.0))
+                        divisor = torch.mul(vote, w)
+                    else:
+                        divisor.add_(vote, alpha=w)
+            if divisor is not None:
+                # 1 where nobody voted. There mixed is +-0 or NaN, which dividing by any
+                # positive number leaves as it is: with positive weights, a floor at the
+                # smallest weight (a divisor with a voter is at least that) does the same.
+                if min(weights) > 0.0:
+                    divisor.clamp_min_(min(weights))
+                else:
+                    divisor.add_(vote.copy_(divisor).eq_(0.0))
         else:
             mixed = deltas[0]
             for d in deltas[1:]:
