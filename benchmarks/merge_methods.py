@@ -77,6 +77,12 @@ def configs(base: Path, ft1: Path, ft2: Path) -> dict[str, dict]:
             "dtype": "bfloat16",
             "models": two,
         },
+        "breadcrumbs": {
+            "merge_method": "breadcrumbs",
+            "base_model": b,
+            "dtype": "bfloat16",
+            "models": two,
+        },
         "slerp": {
             "merge_method": "slerp",
             "base_model": b,
@@ -107,10 +113,13 @@ def main() -> None:
     ap.add_argument("--methods", default="ties,task_arithmetic,dare_ties,slerp")
     ap.add_argument("--skip-mergekit", action="store_true")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--size", default="1.1b", help="bench_models size (tiny: 2 layers)")
+    ap.add_argument("--baseline", type=Path, help="another checkout: also run `NAME before`")
+    ap.add_argument("--no-extras", action="store_true", help="skip floor-2, lerp and the grid")
     args = ap.parse_args()
     import yaml
 
-    pair = build_pair(args.work, "1.1b")
+    pair = build_pair(args.work, args.size)
     ft2 = make_ft2(pair.pre, pair.pre.parent / "ft2")
     mk = None if args.skip_mergekit else ensure_mergekit()
     out = args.work / "out-methods"
@@ -136,9 +145,10 @@ def main() -> None:
         return [sys.executable, str(HERE / "io_floor.py"), "--out", dest, "--k", str(k),
                 "--pre", *_shards(pair.pre), "--ft", *_shards(pair.ft), *extra]  # fmt: skip
 
-    def ours(cfg: Path, grid: str = "") -> list[str]:
+    def ours(cfg: Path, grid: str = "", root: Path | None = None) -> list[str]:
         g = f", grid={{'lambda': [{grid}]}}" if grid else ""
-        code = (f"from mergekit_sg.merge.merge import merge; "
+        pre = f"import sys; sys.path.insert(0, {str(root)!r}); " if root else ""
+        code = (f"{pre}from mergekit_sg.merge.merge import merge; "
                 f"merge({str(cfg)!r}, {str(out / 'dest-ours')!r}{g})")  # fmt: skip
         return [sys.executable, "-c", code]
 
@@ -146,41 +156,54 @@ def main() -> None:
     for r in range(args.repeats):
         print(f"repeat {r + 1}/{args.repeats}", flush=True)
         measure("floor (3 inputs)", floor(1, "3"), "3")
-        measure("floor (2 inputs)", floor(1, "2"), "2")
-        dest = str(out / "dest-i")
-        code = ("from mergekit_sg.merge.interpolate import interpolate; "
-                f"interpolate({str(pair.pre)!r}, {str(pair.ft)!r}, {dest!r})")  # fmt: skip
-        measure("lerp (interpolate)", [sys.executable, "-c", code], "2")
+        if not args.no_extras or "slerp" in args.methods:
+            measure("floor (2 inputs)", floor(1, "2"), "2")
+        if not args.no_extras:
+            dest = str(out / "dest-i")
+            code = ("from mergekit_sg.merge.interpolate import interpolate; "
+                    f"interpolate({str(pair.pre)!r}, {str(pair.ft)!r}, {dest!r})")  # fmt: skip
+            measure("lerp (interpolate)", [sys.executable, "-c", code], "2")
         for name in args.methods.split(","):
             cfg = out / f"{name}.yml"
             cfg.write_text(yaml.safe_dump(cfgs[name], sort_keys=False))
             n_in = "2" if name == "slerp" else "3"
             measure(f"{name} ours", ours(cfg), n_in)
+            if args.baseline:
+                measure(f"{name} before", ours(cfg, root=args.baseline), n_in)
             if mk is not None:
                 cmd = [str(mk), str(cfg), str(out / "dest-mk"), *MERGEKIT_OPTIONS]
                 measure(f"{name} mergekit", cmd, n_in)
-        measure("floor-K (3 inputs, K=4)", floor(4, "3"), "3")
-        measure("ties grid K=4 ours", ours(out / "ties.yml", "0.4, 0.6, 0.8, 1.0"), "3")
+        if not args.no_extras:
+            measure("floor-K (3 inputs, K=4)", floor(4, "3"), "3")
+            measure("ties grid K=4 ours", ours(out / "ties.yml", "0.4, 0.6, 0.8, 1.0"), "3")
 
     med = {k: statistics.median(m.wall for m in v) for k, v in rows.items()}
     anon = {k: max(m.anon for m in v) for k, v in rows.items()}
     lines = ["| run | median wall s | peak anon MB |", "|---|---:|---:|"]
     lines += [f"| {k} | {med[k]:.1f} | {anon[k] / 2**20:.0f} |" for k in rows]
     lines += ["", "| ratio | value |", "|---|---:|"]
-    f3, f2 = med["floor (3 inputs)"], med["floor (2 inputs)"]
-    lines.append(f"| lerp / floor (2 inputs) | {med['lerp (interpolate)'] / f2:.2f} |")
+    f3, f2 = med["floor (3 inputs)"], med.get("floor (2 inputs)", 0.0)
+    if "lerp (interpolate)" in med:
+        lines.append(f"| lerp / floor (2 inputs) | {med['lerp (interpolate)'] / f2:.2f} |")
     for name in args.methods.split(","):
         f = f2 if name == "slerp" else f3
         lines.append(f"| {name} ours / floor | {med[f'{name} ours'] / f:.2f} |")
+        if f"{name} before" in med:
+            lines.append(f"| {name} before / floor | {med[f'{name} before'] / f:.2f} |")
+            lines.append(
+                f"| {name} ours / before | {med[f'{name} ours'] / med[f'{name} before']:.2f} |"
+            )
         if f"{name} mergekit" in med:
             lines.append(
                 f"| {name} ours / mergekit | {med[f'{name} ours'] / med[f'{name} mergekit']:.2f} |"
             )
-    lines.append(
-        "| ties grid K=4 / floor-K | "
-        f"{med['ties grid K=4 ours'] / med['floor-K (3 inputs, K=4)']:.2f} |"
-    )
+    if "ties grid K=4 ours" in med:
+        lines.append(
+            "| ties grid K=4 / floor-K | "
+            f"{med['ties grid K=4 ours'] / med['floor-K (3 inputs, K=4)']:.2f} |"
+        )
     budget = 512 * 2**20 + LARGEST_F32
+    lines.append(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     lines.append(
         f"\nmemory goal: peak anon < {budget / 2**20:.0f} MB "
         "(512 MB + float32 of the largest tensor)"

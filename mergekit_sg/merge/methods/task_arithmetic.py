@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable
-from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -97,8 +96,15 @@ def dare_keep(ctx: ChunkCtx, slot: int, start: int, count: int, density: float) 
 class _InputStats:
     """One input's statistics: its kept set (magnitude methods) and its rescale factor."""
 
-    def __init__(self, keep_top: TopSet | None, drop_top: TopSet | None, scale: float) -> None:
+    def __init__(
+        self,
+        keep_top: TopSet | None,
+        drop_top: TopSet | None,
+        scale: float,
+        keep: torch.Tensor | None = None,
+    ) -> None:
         self.keep_top, self.drop_top, self.scale = keep_top, drop_top, scale
+        self.keep = keep  # DARE's keep mask of the whole tensor, drawn once in the stats step
 
 
 class TaskArithmeticFamily(Method):
@@ -134,7 +140,9 @@ class TaskArithmeticFamily(Method):
 
     def stats(self, read: Reader, ctx: ChunkCtx, p: Params, slots: int) -> Any:
         """Per sparsified input: the magnitude sets over the whole tensor (one float32 buffer
-        of the tensor, reused across inputs) and the L1 rescale factor."""
+        of the tensor, reused across inputs, partitioned in place by the selection) and the
+        L1 rescale factor. DARE's keep masks drawn here are kept for the chunks while they fit
+        in the float32 size of the tensor (the statistics' memory allowance)."""
         out: dict[int, _InputStats] = {}
         n = ctx.numel
         buf = (
@@ -142,14 +150,15 @@ class TaskArithmeticFamily(Method):
             if self.sparsify in ("magnitude", "outliers")
             else None
         )
-        for i in self._active(p):
+        act = self._active(p)
+        cache_masks = self.sparsify == "random" and p.shared.rescale and len(act) <= 4  # type: ignore[attr-defined]
+        for i in act:
             q = p.per_input[i]
             keep_top = drop_top = None
             l1 = 0.0
             if buf is not None:
                 for s, b in stream_pass(read, 0, n):
-                    d = read(i, s, b.numel()).sub_(b)
-                    buf[s : s + d.numel()] = d.abs_()
+                    torch.sub(read(i, s, b.numel()), b, out=buf[s : s + b.numel()]).abs_()
                 if p.shared.rescale:  # type: ignore[attr-defined]
                     l1 = float(buf.sum(dtype=torch.float64))
                 if self.sparsify == "magnitude":
@@ -161,24 +170,27 @@ class TaskArithmeticFamily(Method):
                     drop_top = top_set(buf, n - n_bot - target)
                     keep_top = top_set(buf, n - n_bot)
             scale = 1.0
+            keep = torch.empty(n, dtype=torch.bool) if cache_masks else None
             if p.shared.rescale:  # type: ignore[attr-defined]
                 kept = 0.0
-                # fresh copies: the chunk loop below walks the tensor in its own pieces
-                kt, dt = (
-                    replace(t, _eq_before={0: 0}) if t else None for t in (keep_top, drop_top)
-                )
                 for s, b in stream_pass(read, 0, n):
                     d = read(i, s, b.numel()).sub_(b)
                     if buf is None:
                         l1 += float(d.abs().sum(dtype=torch.float64))
-                    m = self._mask(i, d, s, ctx, q, kt, dt)
-                    kept += float(d.abs_().mul_(m).sum(dtype=torch.float64))
+                    if self.sparsify == "random":
+                        m = dare_keep(ctx, i, s, d.numel(), q.density)  # type: ignore[union-attr]
+                        if keep is not None:
+                            keep[s : s + d.numel()] = m
+                        kept += float(d.abs_().mul_(m).sum(dtype=torch.float64))
+                    else:
+                        a = self._mask_f(i, d, s, ctx, q, keep_top, drop_top)
+                        kept += float(a.mul_(d.abs_()).sum(dtype=torch.float64))
                 if l1 >= 1e-7 and kept >= 1e-7:
                     scale = l1 / kept
-            out[i] = _InputStats(keep_top, drop_top, scale)
+            out[i] = _InputStats(keep_top, drop_top, scale, keep)
         return out
 
-    def _mask(
+    def _mask_f(
         self,
         slot: int,
         d: torch.Tensor,
@@ -187,17 +199,27 @@ class TaskArithmeticFamily(Method):
         q: Any,
         keep_top: TopSet | None,
         drop_top: TopSet | None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The keep mask of the chunk d of the task vector, float 1.0/0.0 in d's dtype (a
+        multiply by it is the multiply by the boolean mask, without a conversion pass)."""
         if self.sparsify == "random":
-            return dare_keep(ctx, slot, start, d.numel(), q.density)
-        a = d.abs()
+            if keep is not None:
+                m = keep[start : start + d.numel()].to(d.device, non_blocking=True)
+            else:
+                m = dare_keep(ctx, slot, start, d.numel(), q.density).to(d.device)
+            return m.to(d.dtype)
         assert keep_top is not None
-        keep = keep_top.mask(a, start)
-        if drop_top is not None:
-            keep &= ~drop_top.mask(a, start)
-        return keep
+        a = keep_top.mask_(d.abs(), start)
+        if drop_top is not None:  # the dropped top set is a prefix of the kept one
+            a.sub_(drop_top.mask_(d.abs(), start))
+        return a
 
     def compute(self, xs, p, stats, ctx):  # type: ignore[override]
+        """In place on the fresh input chunks: d_i = w_i * s_i * mask_i * (x_i - base); the
+        election votes v_i = [d_i * m > 0] with m = +1 where sum_i d_i >= 0 else -1 (that is
+        sign(d_i) == m), the mean sum_i v_i d_i / sum_i v_i w_i. Each product by a 0/1 mask
+        is exact, so the result is bit for bit that of the formula's term-by-term form."""
         base = xs[0]
         shared = p.shared
         deltas, weights = [], []
@@ -206,23 +228,37 @@ class TaskArithmeticFamily(Method):
             d = xs[i].sub_(base)
             if stats and i in stats:
                 st = stats[i]
-                d.mul_(self._mask(i, d, ctx.start, ctx, q, st.keep_top, st.drop_top))
+                d.mul_(self._mask_f(i, d, ctx.start, ctx, q, st.keep_top, st.drop_top, st.keep))
                 if st.scale != 1.0:
                     d.mul_(st.scale)
-            deltas.append(d.mul_(q.weight))  # type: ignore[union-attr]
+            if q.weight != 1.0:  # type: ignore[union-attr]
+                d.mul_(q.weight)  # type: ignore[union-attr]
+            deltas.append(d)
             weights.append(q.weight)  # type: ignore[union-attr]
         if self.elect:
             total = deltas[0].clone()
             for d in deltas[1:]:
                 total.add_(d)
-            majority = torch.where(total >= 0, 1.0, -1.0).to(base.dtype)
+            majority = total.ge_(0.0).mul_(2.0).sub_(1.0)  # +1 where the sum >= 0, else -1
             mixed = torch.zeros_like(base)
-            divisor = torch.zeros_like(base)
+            divisor = None
+            vote = torch.empty_like(base)
             for d, w in zip(deltas, weights, strict=True):
-                vote = torch.sign(d) == majority
-                mixed.add_(d * vote)
-                divisor.add_(vote.to(base.dtype), alpha=w)
-            divisor[divisor == 0] = 1.0
+                torch.mul(d, majority, out=vote).gt_(0.0)
+                mixed.addcmul_(d, vote)
+                if shared.normalize:  # type: ignore[attr-defined]
+                    if divisor is None:
+                        divisor = torch.mul(vote, w)
+                    else:
+                        divisor.add_(vote, alpha=w)
+            if divisor is not None:
+                # 1 where nobody voted. There mixed is +-0 or NaN, which dividing by any
+                # positive number leaves as it is: with positive weights, a floor at the
+                # smallest weight (a divisor with a voter is at least that) does the same.
+                if min(weights) > 0.0:
+                    divisor.clamp_min_(min(weights))
+                else:
+                    divisor.add_(vote.copy_(divisor).eq_(0.0))
         else:
             mixed = deltas[0]
             for d in deltas[1:]:
