@@ -487,7 +487,10 @@ def test_real_minilm_head_mode_paths_measured_with_lmc(tmp_path: Path) -> None:
     l_zs, l_ft = losses["zero-shot->fine-tuned"][0], losses["zero-shot->fine-tuned"][-1]
     l_cont = losses["continued->fine-tuned"][0]
     assert l_ft < l_zs and l_cont < l_zs  # the continued model keeps the speciality gained
+    # the encoder in its original layout, the head beside it (classifier_head.safetensors)
     w2 = load_file(ft / "model.safetensors")
     got = load_file(cont / "model.safetensors")
-    assert (got["head.weight"] - w1).norm() < (w2["head.weight"] - w1).norm()
-    assert all(torch.equal(got[n], w2[n]) for n in w2 if n != "head.weight")
+    h2 = load_file(ft / "classifier_head.safetensors")["head.weight"]
+    h_cont = load_file(cont / "classifier_head.safetensors")["head.weight"]
+    assert (h_cont - w1).norm() < (h2 - w1).norm()
+    assert set(got) == set(w2) and all(torch.equal(got[n], w2[n]) for n in w2)

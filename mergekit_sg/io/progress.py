@@ -72,8 +72,10 @@ class LogProgress:
         self.done += tensors
 
     def finish(self) -> None:
-        if self.total and self.done:
-            el = time.perf_counter() - self.t0
+        """A closing line for work long enough to have been worth logging (a second or more),
+        so a quick command's output, or its one error line, stays alone."""
+        el = time.perf_counter() - self.t0
+        if self.total and self.done and el >= 1.0:
             print(
                 f"{self.label}: {self.done}/{self.total} done in {clock(el)}",
                 file=self.stream or sys.stderr,

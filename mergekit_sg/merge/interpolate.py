@@ -117,7 +117,7 @@ def interpolate(
             return _recipe(opts, plan.alphas[k], pre, ft, hashes)
 
         def finish(k: int, d: Path, rec: dict[str, Any]) -> None:
-            _finish_dir(d, rec, pre, ft, opts, command, extras)
+            _finish_dir(d, rec, pre, ft, opts, command, extras, final=dirs[k])
 
         write_plan(
             plan,
@@ -147,8 +147,10 @@ def _finish_dir(
     opts: InterpolateOptions,
     command: str | None,
     extras: CardExtras | None,
+    final: Path | None = None,
 ) -> None:
-    """Side files, open_clip config, recipe file and model card next to the weights."""
+    """Side files, open_clip config, recipe file and model card next to the weights (`d`, the
+    temporary folder; `final`, where it will be renamed to, is what the recipe names)."""
     if opts.side_files:
         from mergekit_sg.io.dtypes import user_dtype
 
@@ -160,6 +162,7 @@ def _finish_dir(
     elif opts.model_card:  # a plain CLI or Python merge: the recipe that redoes this output
         options = {**opts.model_dump(exclude_defaults=True), "alpha": [recipe["alpha"]]}
         inputs = {"pretrained": pre.ref, "finetuned": ft.ref}
-        (d / RECIPE_FILE).write_text(recipe_text("interpolate", d, options, inputs))
+        where = (final or d).absolute()
+        (d / RECIPE_FILE).write_text(recipe_text("interpolate", where, options, inputs))
     if opts.model_card:
         write_card(d, recipe, pre, ft, command, extras)
