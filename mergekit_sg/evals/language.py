@@ -239,8 +239,31 @@ def response_windows(
     return windows(ids, max_length, stride, first=len(prompt_ids))
 
 
+class TokenScored:
+    """An LM evaluator whose outputs are per-token log-probabilities (`outputs`) and whose
+    metrics are computed from them (`scores`): an ensemble of two LMs mixes token
+    probabilities, (1 - a) p0(t) + a p1(t), and scores the mixture the same way."""
+
+    def outputs(self, model: LoadedModel) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def scores(self, per_token: list[torch.Tensor]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def __call__(self, model: LoadedModel) -> dict[str, float]:
+        return self.scores(self.outputs(model))
+
+    def mixed(
+        self, out0: list[torch.Tensor], out1: list[torch.Tensor], alpha: float, mix: Mix
+    ) -> dict[str, float]:
+        """The metrics of the mixture of two models' token probabilities."""
+        return self.scores(
+            [mix_token_logprobs(a, b, alpha) for a, b in zip(out0, out1, strict=True)]
+        )
+
+
 @dataclass
-class Perplexity(BaseEvaluator):
+class Perplexity(TokenScored, BaseEvaluator):
     docs: list[str] = field(default_factory=list)
     pairs: list[tuple[str, str]] | None = None  # (prompt, response): only responses scored
     max_length: int | None = None
@@ -249,17 +272,6 @@ class Perplexity(BaseEvaluator):
     max_tokens: int = 2048
     score_first: bool = False
     _cache: TokenCache = field(default_factory=TokenCache, repr=False)
-
-    def __call__(self, model: LoadedModel) -> dict[str, float]:
-        return self.scores(self.outputs(model))
-
-    def mixed(
-        self, out0: list[torch.Tensor], out1: list[torch.Tensor], alpha: float, mix: Mix
-    ) -> dict[str, float]:
-        """Perplexity of the mixture: token probabilities mixed, (1 - a) p0(t) + a p1(t)."""
-        return self.scores(
-            [mix_token_logprobs(a, b, alpha) for a, b in zip(out0, out1, strict=True)]
-        )
 
     def scores(self, per_token: list[torch.Tensor]) -> dict[str, float]:
         """perplexity exp(nll), nll (mean over scored tokens) and probability exp(-nll); for
@@ -443,7 +455,7 @@ def _answer(value: Any, choices: list[str], one_based: bool, where: str) -> int:
 
 
 @dataclass
-class MultipleChoice(BaseEvaluator):
+class MultipleChoice(TokenScored, BaseEvaluator):
     questions: list[Question] = field(default_factory=list)
     prompt: str = "Question: {question}\nAnswer:"
     max_length: int | None = None
@@ -463,9 +475,6 @@ class MultipleChoice(BaseEvaluator):
                 counts.append(min(len(cont), len(seq) - 1))
         return seqs, counts
 
-    def __call__(self, model: LoadedModel) -> dict[str, float]:
-        return self.scores(self.outputs(model))
-
     def outputs(self, model: LoadedModel) -> list[torch.Tensor]:
         """Per (question, choice) sequence, the log-probabilities of the choice's tokens."""
         _check_kind(model, self.name, "lm-multiple-choice")
@@ -473,14 +482,6 @@ class MultipleChoice(BaseEvaluator):
         length = self.max_length or default_max_length(model)
         seqs, counts = self._cache.get(tok, length, lambda: self.sequences(tok, length))
         return self._token_scores(model, seqs, counts, pad_id(tok))
-
-    def mixed(
-        self, out0: list[torch.Tensor], out1: list[torch.Tensor], alpha: float, mix: Mix
-    ) -> dict[str, float]:
-        """Choice scores of the mixture: token probabilities mixed, then summed in log space."""
-        return self.scores(
-            [mix_token_logprobs(a, b, alpha) for a, b in zip(out0, out1, strict=True)]
-        )
 
     def scores(self, per_token: list[torch.Tensor]) -> dict[str, float]:
         """accuracy (summed log-probability), accuracy_norm (per token), accuracy_char_norm

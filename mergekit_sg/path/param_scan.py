@@ -36,9 +36,9 @@ from mergekit_sg.path.run import (
     make_evaluators,
     open_store,
     resolve_device,
+    selected_report,
 )
 from mergekit_sg.path.scan import scan_path
-from mergekit_sg.path.select import select
 
 
 class RemergePath:
@@ -102,14 +102,7 @@ def scan_param(
     extra = {"param": name, "method": spec.merge_method}
     result = scan_path(path, model, values, evs, store, inputs, label, progress, extra)
     refs_out = {"config": str(config) if not isinstance(config, (dict, MergeSpec)) else "dict"}
-    report = ScanReport(result, None, inputs, refs_out, out=out)
-    try:
-        report.selection = select(result, opts.select, opts.min_speciality, opts.min_generality)
-    except SgMergeError as e:
-        if opts.write_best:
-            raise
-        report.note = str(e)
-    return report
+    return selected_report(result, inputs, refs_out, out, opts)
 
 
 __all__ = ["RemergePath", "linear_in", "scan_param"]

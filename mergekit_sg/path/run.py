@@ -236,6 +236,18 @@ def scan(
         if opts.ensemble is not None:  # the output-space curve beside the weight-space one
             del path, model  # the merged model's memory is freed before the two endpoints load
             _scan_ensemble(result, opts, pretrained, finetuned, alphas, evs, store, inputs)
+    return selected_report(result, inputs, refs, out, opts)
+
+
+def selected_report(
+    result: ScanResult,
+    inputs: dict[str, str],
+    refs: dict[str, str],
+    out: Path | None,
+    opts: ScanOptions,
+) -> ScanReport:
+    """The scan's report with its selection; a selection that cannot be made is a note, or an
+    error when `--write-best` needs it."""
     report = ScanReport(result, None, inputs, refs, out=out)
     try:
         report.selection = select(result, opts.select, opts.min_speciality, opts.min_generality)
