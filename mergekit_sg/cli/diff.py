@@ -11,8 +11,8 @@ from mergekit_sg.commands.diff import diff_checkpoints, diff_json, diff_view
 
 
 def diff_cmd(
-    a: Annotated[str, typer.Argument(help="First checkpoint (e.g. pretrained).")],
-    b: Annotated[str, typer.Argument(help="Second checkpoint (e.g. fine-tuned).")],
+    a: Annotated[str, typer.Argument(metavar="A", help="First checkpoint (e.g. pretrained).")],
+    b: Annotated[str, typer.Argument(metavar="B", help="Second checkpoint (e.g. fine-tuned).")],
     group_by: Annotated[
         Literal["layer", "module", "tensor"],
         typer.Option(

@@ -21,7 +21,9 @@ RULE_OPTIONS = ("alpha", "alpha_for", "exclude", "only", "excluded_from", "fishe
 
 @with_options(InterpolateOptions, only=RULE_OPTIONS)
 def inspect_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint: dir, file or Hub id.")],
+    checkpoint: Annotated[
+        str, typer.Argument(metavar="CHECKPOINT", help="Checkpoint: dir, file or Hub id.")
+    ],
     groups: Annotated[
         bool,
         typer.Option(

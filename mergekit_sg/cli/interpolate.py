@@ -18,9 +18,14 @@ from mergekit_sg.io.progress import make_progress
 @with_options(InterpolateOptions)
 def interpolate_cmd(
     pretrained: Annotated[
-        str, typer.Argument(help="Pretrained (zero-shot) checkpoint: dir, file or Hub id.")
+        str,
+        typer.Argument(
+            metavar="PRETRAINED", help="Pretrained (zero-shot) checkpoint: dir, file or Hub id."
+        ),
     ],
-    finetuned: Annotated[str, typer.Argument(help="Fine-tuned checkpoint: dir, file or Hub id.")],
+    finetuned: Annotated[
+        str, typer.Argument(metavar="FINETUNED", help="Fine-tuned checkpoint: dir, file or Hub id.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Destination directory.")],
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")

@@ -16,7 +16,10 @@ from mergekit_sg.io.progress import make_progress
 
 @with_options(MergeOptions)
 def merge_cmd(
-    config: Annotated[Path, typer.Argument(help="A mergekit YAML config (merge_method, models).")],
+    config: Annotated[
+        Path,
+        typer.Argument(metavar="CONFIG", help="A mergekit YAML config (merge_method, models)."),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Destination directory.")],
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")

@@ -34,8 +34,10 @@ def print_push(res: PushResult) -> None:
 
 @with_options(PushOptions)
 def push_cmd(
-    folder: Annotated[Path, typer.Argument(help="The output folder to upload.")],
-    repo_id: Annotated[str, typer.Argument(help="Hub model repo, org/name (created if needed).")],
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="The output folder to upload.")],
+    repo_id: Annotated[
+        str, typer.Argument(metavar="REPO_ID", help="Hub model repo, org/name (created if needed).")
+    ],
     *,
     options: PushOptions,
 ) -> None:

@@ -31,7 +31,7 @@ def print_plan(recipe: Recipe) -> None:
 
 
 def run_cmd(
-    recipe: Annotated[Path, typer.Argument(help="The recipe file (YAML).")],
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="The recipe file (YAML).")],
     force: Annotated[bool, typer.Option("--force", help="Replace existing outputs.")] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate and show what would run; run nothing.")

@@ -37,10 +37,14 @@ def bare_ensemble(args: list[str]) -> list[str]:
 def scan_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results and plots.")],
     pretrained: Annotated[
-        str | None, typer.Argument(help="Pretrained (zero-shot) checkpoint (not with --config).")
+        str | None,
+        typer.Argument(
+            metavar="PRETRAINED", help="Pretrained (zero-shot) checkpoint (not with --config)."
+        ),
     ] = None,
     finetuned: Annotated[
-        str | None, typer.Argument(help="Fine-tuned checkpoint (not with --config).")
+        str | None,
+        typer.Argument(metavar="FINETUNED", help="Fine-tuned checkpoint (not with --config)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     *,
@@ -74,7 +78,10 @@ def scan_cmd(
 @with_options(LmcOptions)
 def lmc_cmd(
     checkpoints: Annotated[
-        list[str], typer.Argument(help="A B, or ZERO_SHOT CONTINUED FINETUNED (both paths).")
+        list[str],
+        typer.Argument(
+            metavar="CHECKPOINTS", help="A B, or ZERO_SHOT CONTINUED FINETUNED (both paths)."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results and plots.")],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

@@ -16,7 +16,10 @@ from mergekit_sg.io.progress import make_progress
 
 @with_options(SoupOptions)
 def soup_cmd(
-    candidates: Annotated[list[str], typer.Argument(help="Fine-tuned checkpoints (same shapes).")],
+    candidates: Annotated[
+        list[str],
+        typer.Argument(metavar="CANDIDATES", help="Fine-tuned checkpoints (same shapes)."),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Destination directory.")],
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
