@@ -115,3 +115,37 @@ def test_stale_temporaries_of_dead_runs_in_the_folder_are_removed(
     assert sgmerge("interpolate", src, src, "-o", tmp_path / "merged", "-q") == 0
     assert not dead.exists() and not dead_old.exists()
     assert alive.exists() and foreign.exists()
+
+
+def test_a_single_file_output_is_fsynced_renamed_and_never_left_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`atomic_file` (the Fisher file's writer): a PID-named temporary, fsynced before the
+    rename, readable like a plain file; an error leaves neither the destination nor a temporary,
+    and a dead run's temporary file beside it is removed."""
+    from mergekit_sg.tune.fisher import load_fisher, save_fisher
+
+    dead = tmp_path / f".fisher.safetensors{TMP_TAG}{DEAD_PID}-x1y2"
+    dead.write_bytes(b"half")
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))
+    )
+    out = tmp_path / "fisher.safetensors"
+    t = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    save_fisher(out, t, {"n": 1})
+    assert torch.equal(load_fisher(out)["w"], t["w"])
+    assert (out.stat().st_mode & 0o777) == 0o666 & ~atomic._umask()
+    assert any(TMP_TAG in Path(p).name and f"{TMP_TAG}{os.getpid()}-" in p for p in synced)
+    assert str(tmp_path) in synced  # the folder, after the rename
+    assert not dead.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fisher.safetensors"]
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("mergekit_sg.tune.fisher.store.save_file", boom)
+    with pytest.raises(RuntimeError):
+        save_fisher(tmp_path / "other.safetensors", t, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fisher.safetensors"]

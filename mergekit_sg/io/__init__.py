@@ -2,7 +2,7 @@
 streaming safetensors writer, atomic output, side files, model cards, the Hub client and
 progress reporting."""
 
-from mergekit_sg.io.atomic import TMP_TAG, atomic_directory, check_destination
+from mergekit_sg.io.atomic import TMP_TAG, atomic_directory, atomic_file, check_destination
 from mergekit_sg.io.card import RECIPE_FILE, CardExtras, Evidence, add_evidence, check_card
 from mergekit_sg.io.checkpoint import Checkpoint, TensorInfo, open_checkpoint
 from mergekit_sg.io.dtypes import TORCH_TO_ST, itemsize, user_dtype
@@ -30,6 +30,7 @@ __all__ = [
     "TensorInfo",
     "add_evidence",
     "atomic_directory",
+    "atomic_file",
     "check_card",
     "check_destination",
     "copy_side_files",

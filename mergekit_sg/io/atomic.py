@@ -136,6 +136,45 @@ def atomic_directory(dest: Path, force: bool = False) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_file(dest: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path beside `dest` (`.DEST.sgmerge-tmp-PID-XXXX`) that replaces
+    `dest` when the block succeeds: written, made readable (0666 less the umask), fsynced,
+    renamed over `dest`, the folder fsynced. On any error or a SIGTERM the temporary is
+    removed and `dest` is left as it was; a killed run's temporary is removed by the next."""
+    dest = Path(dest)
+    check_destination(dest, force)
+    clean_stale(dest.parent)
+    prefix = f".{dest.name[:_NAME_IN_TMP]}{TMP_TAG}{os.getpid()}-"
+    try:
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=dest.parent)
+    except OSError as e:
+        raise SgMergeError(
+            f"{dest.parent}: cannot create a temporary file there ({e.strerror or e})"
+        ) from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        with _terminate_as_exception():
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if dest.exists() and not force:
+                raise SgMergeError(f"{dest}: appeared while writing; pass --force to replace it")
+            os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise SgMergeError(os_error_line(e, tmp, dest)) from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def os_error_line(e: OSError, tmp: Path, dest: Path) -> str:
     """'FILE: what went wrong', with the temporary folder's name shown as the destination's."""
     name = str(e.filename or dest).replace(str(tmp), str(dest))

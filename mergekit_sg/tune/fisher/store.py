@@ -5,8 +5,6 @@ interpolation."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.io.atomic import check_destination
+from mergekit_sg.io import atomic_file
 
 META_KEY = "sgmerge.fisher"
 
@@ -22,17 +20,10 @@ META_KEY = "sgmerge.fisher"
 def save_fisher(
     out: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], force: bool = False
 ) -> None:
-    """Write atomically: a temporary file beside `out`, renamed into place when complete."""
-    check_destination(out, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.sgmerge-tmp-", dir=out.parent)
-    os.close(fd)
-    try:
+    """Write atomically (`io.atomic.atomic_file`): a PID-named temporary file beside `out`,
+    fsynced and renamed into place when complete."""
+    with atomic_file(out, force) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", META_KEY: json.dumps(meta)})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_fisher(path: str | Path) -> dict[str, torch.Tensor]:
