@@ -311,3 +311,20 @@ def test_a_resumed_finetune_continues_its_event_files_and_mlflow_run(
     # MLflow cannot drop a point: step 3 is there twice, with the same value (a seeded rerun)
     assert sorted(set(_history(client, run, "train/loss"))) == want
     assert not state_dir(out).exists()
+
+
+def test_report_to_takes_the_cli_the_yaml_and_the_python_forms() -> None:
+    import yaml
+
+    from mergekit_sg.commands.scan import ScanOptions
+
+    for text in (
+        "report_to: tensorboard,mlflow",
+        "report_to: [tensorboard, mlflow]",
+        "report_to: all",
+    ):
+        given = yaml.safe_load(text)
+        assert ScanOptions(model="hf", **given).report_to == ["tensorboard", "mlflow"], text
+    assert ScanOptions(model="hf", report_to=["mlflow", "mlflow,none"]).report_to == ["mlflow"]
+    assert ScanOptions(model="hf", report_to="none").report_to == []
+    assert ScanOptions(model="hf").report_to == []
