@@ -7,8 +7,10 @@ from pathlib import Path
 
 from mergekit_sg.commands.recipe import RecipeContext, RecipeResult, recipe_command
 from mergekit_sg.io.progress import Progress
+from mergekit_sg.options import build_options
 from mergekit_sg.path.report import lmc_table, write_lmc_outputs
 from mergekit_sg.path.run import LmcOptions, LmcReport, lmc
+from mergekit_sg.path.track import scan_tracker, track_lmc
 
 __all__ = ["MERGETUNE_RECIPE", "RECIPE", "LmcOptions", "LmcReport", "lmc_command", "lmc_table"]
 
@@ -23,8 +25,12 @@ def lmc_command(
 ) -> LmcReport:
     """`sgmerge lmc`: losses along the path(s), barriers, and the report files."""
     out = Path(out)
-    report = lmc(checkpoints, out, options, evaluators, progress, **kwargs)
-    write_lmc_outputs(report, out)
+    opts = build_options(LmcOptions, options, kwargs)
+    inputs = {f"checkpoint{i}": str(c) for i, c in enumerate(checkpoints)}
+    with scan_tracker(opts, out, "lmc", inputs) as tracker:
+        report = lmc(checkpoints, out, opts, evaluators, progress)
+        write_lmc_outputs(report, out)
+        track_lmc(tracker, report)
     return report
 
 

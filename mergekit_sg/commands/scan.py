@@ -15,6 +15,7 @@ from mergekit_sg.models.clip_classifier import interpolate_with_head
 from mergekit_sg.path.param_scan import scan_param
 from mergekit_sg.path.report import scan_table, write_scan_outputs
 from mergekit_sg.path.run import ScanOptions, ScanReport, scan
+from mergekit_sg.path.track import scan_tracker, track_scan
 
 __all__ = [
     "RECIPE",
@@ -41,8 +42,11 @@ def scan_command(
     opts = options if options is not None else ScanOptions(**kwargs)  # type: ignore[arg-type]
     if opts.write_best:  # before the scan, not after minutes of it
         check_destination(Path(opts.write_best), opts.force)
-    report = scan(pretrained, finetuned, out, opts, evaluators, progress)
-    write_scan_outputs(report, out)
+    inputs = {"pretrained": str(pretrained), "finetuned": str(finetuned)}
+    with scan_tracker(opts, out, "scan", inputs) as tracker:
+        report = scan(pretrained, finetuned, out, opts, evaluators, progress)
+        write_scan_outputs(report, out)
+        track_scan(tracker, report)
     if opts.write_best and report.selection is not None:
         plot = out / "tradeoff.png"
         evidence = Evidence(
@@ -74,9 +78,11 @@ def scan_config_command(
     coefficient, its report files, and with --write-best the merge at the selected value (its
     card says why)."""
     out = Path(out)
-    report = scan_param(config, out, options, evaluators, progress, **kwargs)
     opts = options if options is not None else ScanOptions(**kwargs)  # type: ignore[arg-type]
-    write_scan_outputs(report, out)
+    with scan_tracker(opts, out, "scan", {"config": str(config)}) as tracker:
+        report = scan_param(config, out, options, evaluators, progress, **kwargs)
+        write_scan_outputs(report, out)
+        track_scan(tracker, report)
     if opts.write_best and report.selection is not None:
         (name,) = parse_grid(opts.param)
         sel = report.selection

@@ -19,6 +19,12 @@ from mergekit_sg.io.checkpoint import open_checkpoint
 from mergekit_sg.io.dtypes import user_dtype
 from mergekit_sg.io.hashing import file_sha256
 from mergekit_sg.io.progress import NullProgress, Progress
+from mergekit_sg.io.tracking import (
+    ReportToList,
+    experiment_field,
+    logging_dir_field,
+    report_to_field,
+)
 from mergekit_sg.jobs import Executor
 from mergekit_sg.merge.interpolate import InterpolateResult
 from mergekit_sg.merge.merge import MergeResult
@@ -99,6 +105,9 @@ class ScanOptions(PathOptions):
         "(both held live): probs (softmax probabilities averaged; the default of a bare "
         "--ensemble) or logits.",
     )
+    report_to: ReportToList = report_to_field()
+    logging_dir: str | None = logging_dir_field()
+    experiment: str | None = experiment_field()
 
 
 class LmcOptions(PathOptions):
@@ -108,6 +117,9 @@ class LmcOptions(PathOptions):
     metric: str | None = Field(
         default=None, description="Metric to take barriers on (default: loss/nll)."
     )
+    report_to: ReportToList = report_to_field()
+    logging_dir: str | None = logging_dir_field()
+    experiment: str | None = experiment_field()
 
 
 def fingerprint(ref: str | Path, side_weights: tuple[str, ...] = ()) -> str:

@@ -1,7 +1,7 @@
 """The one training core every loop of `tune` runs on: seeding, device and mixed precision,
 learning-rate schedules and batch order, the gradient step (accumulation, clipping, fp16
-scaling), per-epoch evaluation and best-epoch selection, the JSONL log, the progress bar, the
-resumable state and the atomic write of a run."""
+scaling), per-epoch evaluation and best-epoch selection, the JSONL log and the trackers it
+feeds, the progress bar, the resumable state and the atomic write of a run."""
 
 from mergekit_sg.tune.core.best import (
     BestEpoch,
@@ -32,11 +32,13 @@ from mergekit_sg.tune.core.output import (
 from mergekit_sg.tune.core.progress import TrainBar
 from mergekit_sg.tune.core.schedule import epoch_batches, epoch_lr, lr_factor, set_lr
 from mergekit_sg.tune.core.steps import GradientStep
+from mergekit_sg.tune.core.track import LogFollower, record_metrics
 
 __all__ = [
     "LOG_FILE",
     "BestEpoch",
     "GradientStep",
+    "LogFollower",
     "Precision",
     "Record",
     "SelectKey",
@@ -54,6 +56,7 @@ __all__ = [
     "load_state",
     "lr_factor",
     "metric_value",
+    "record_metrics",
     "resolve_device",
     "save_state",
     "seed_all",

@@ -27,9 +27,11 @@ def train_epochs(
     steplog: StepLog,
     bar: TrainBar,
     after_epoch: Callable[[int, int], None] | None = None,
+    on_log: Callable[[], None] | None = None,
 ) -> int:
     """Run `epochs` epochs; `terms_of(batch)["loss"]` is minimised; `after_epoch(epoch, step)`
-    (epoch counted from 1) runs with the bar paused. Returns the number of steps taken."""
+    (epoch counted from 1) runs with the bar paused; `on_log()` after every step and epoch
+    (the trackers read the log's new records). Returns the number of steps taken."""
     step = 0
     bar.start(steplog.total)
     try:
@@ -42,11 +44,15 @@ def train_epochs(
                 stepper.step()
                 step += 1
                 steplog.record(terms, step, epoch + 1, rate)
+                if on_log is not None:
+                    on_log()
                 bar.advance(terms, epoch + 1, epochs)
             if after_epoch is not None:
                 bar.pause()
                 after_epoch(epoch + 1, step)
                 bar.resume()
+            if on_log is not None:
+                on_log()
     finally:
         bar.stop()
     return step

@@ -32,10 +32,14 @@ def write_run(
     summary: dict[str, Any],
     force: bool = False,
     recipe_yaml: str | None = None,
+    place: Callable[[Path], object] | None = None,
 ) -> None:
-    """`save(dir)` writes the model; then LOG_FILE, `summary_file` and the recipe."""
+    """`save(dir)` writes the model; then LOG_FILE, `summary_file`, the recipe, and
+    `place(dir)` (a tracker moving its staged files into the output)."""
     with atomic_directory(out, force) as tmp:
         save(tmp)
+        if place is not None:
+            place(tmp)
         write_jsonl(tmp / LOG_FILE, log)
         write_json(tmp / summary_file, summary)
         if recipe_yaml:

@@ -8,6 +8,12 @@ from typing import Literal
 from pydantic import Field
 
 from mergekit_sg.errors import SgMergeError
+from mergekit_sg.io.tracking import (
+    ReportToList,
+    experiment_field,
+    logging_dir_field,
+    report_to_field,
+)
 from mergekit_sg.tune.finetuning.regularizers import Reduction, RegParams
 from mergekit_sg.tune.tasks.task_options import TaskOptions
 
@@ -85,6 +91,9 @@ class FinetuneOptions(TaskOptions):
         default=None, description="Also write the initial model (the scan's alpha=0) here."
     )
     force: bool = Field(default=False, description="Replace existing destinations.")
+    report_to: ReportToList = report_to_field()
+    logging_dir: str | None = logging_dir_field()
+    experiment: str | None = experiment_field()
 
     def check(self) -> None:
         """Rules between options, as one-line errors naming the flags."""

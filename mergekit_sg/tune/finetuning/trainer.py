@@ -24,6 +24,7 @@ from mergekit_sg.evals.base import Evaluator
 from mergekit_sg.io.atomic import atomic_directory, check_destination
 from mergekit_sg.io.card import RECIPE_FILE, recipe_text
 from mergekit_sg.io.reference import resolve
+from mergekit_sg.io.tracking import Tracker, open_tracker
 from mergekit_sg.tune.core import (
     LOG_FILE,
     BestEpoch,
@@ -49,6 +50,7 @@ from mergekit_sg.tune.core import (
     write_run,
     write_trained_card,
 )
+from mergekit_sg.tune.core.track import LogFollower
 from mergekit_sg.tune.finetuning.finetune_options import FinetuneOptions
 from mergekit_sg.tune.finetuning.penalty import Penalty
 from mergekit_sg.tune.tasks import Task, build_task, make
@@ -58,7 +60,17 @@ __all__ = ["LOG_FILE", "FinetuneResult", "finetune", "state_dir"]
 SUMMARY_FILE = "finetune.json"
 STATE_FILE = "state.pt"
 # Options that do not change the trajectory: a resumed run may differ in these.
-NOT_IN_FINGERPRINT = ("resume", "force", "checkpoint_every", "save_init", "device", "log_every")
+NOT_IN_FINGERPRINT = (
+    "resume",
+    "force",
+    "checkpoint_every",
+    "save_init",
+    "device",
+    "log_every",
+    "report_to",
+    "logging_dir",
+    "experiment",
+)
 
 
 @dataclass
@@ -391,16 +403,53 @@ def finetune(
         shutil.rmtree(sdir, ignore_errors=True)
         tr.st.log.append(tr.config_record())
 
-    if evs and not resuming:
+    # the trackers' default files are staged with the resumable state, moved into OUT at the end
+    tracker = open_tracker(opts, out, "finetune", sdir / "track", True, resumed_at)
+    with tracker:
+        return _train_and_write(
+            tr, opts, evs, key, out, sdir, on_step, quiet, tracker, t0, resumed_at,
+            task, init_dir, init_state, recipe_yaml,
+        )  # fmt: skip
+
+
+def _train_and_write(
+    tr: _Trainer,
+    opts: FinetuneOptions,
+    evs: list[Evaluator],
+    key: SelectKey | None,
+    out: Path,
+    sdir: Path,
+    on_step: Callable[[int], None] | None,
+    quiet: bool,
+    tracker: Tracker,
+    t0: float,
+    resumed_at: int | None,
+    task: Task,
+    init_dir: Path | None,
+    init_state: dict[str, torch.Tensor] | None,
+    recipe_yaml: str | None,
+) -> FinetuneResult:
+    """The epochs (the log followed by the trackers as it grows), then the outputs."""
+    follow = LogFollower(tracker, sent=len(tr.st.log) if resumed_at is not None else 0)
+    follow(tr.st.log)  # the config record: the run's parameters
+
+    def stepped(step: int) -> None:
+        follow(tr.st.log)
+        if on_step is not None:
+            on_step(step)
+
+    if evs and resumed_at is None:
         tr.evaluate(0, evs, None)  # the starting point, so a fine-tune that hurts is seen
+        follow(tr.st.log)
     bar = TrainBar(quiet)
     bar.start(tr.total, tr.st.step)
     try:
         for epoch in range(tr.st.epoch, opts.epochs):
-            tr.run_epoch(epoch, bar, sdir, on_step)
+            tr.run_epoch(epoch, bar, sdir, stepped)
             if evs:
                 bar.pause()
                 tr.evaluate(epoch + 1, evs, key)
+                follow(tr.st.log)
                 bar.resume()
             if epoch + 1 < opts.epochs:
                 tr.save_state(sdir)
@@ -420,6 +469,7 @@ def finetune(
         "resumed_at_step": resumed_at,
     }
     st.log.append(done)
+    follow(st.log)
     evals = [r for r in st.log if r["type"] == "eval"]
     summary = {
         "toolkit": TOOLKIT,
@@ -447,6 +497,7 @@ def finetune(
         summary,
         opts.force,
         recipe_yaml,
+        place=tracker.place,
     )
     if init_state is not None and init_dir is not None:
         plain.load_state_dict(init_state)  # same keys: the plain model before training

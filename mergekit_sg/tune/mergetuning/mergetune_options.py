@@ -9,6 +9,12 @@ from typing import Literal
 from pydantic import Field
 
 from mergekit_sg.errors import SgMergeError
+from mergekit_sg.io.tracking import (
+    ReportToList,
+    experiment_field,
+    logging_dir_field,
+    report_to_field,
+)
 from mergekit_sg.tune.prompt.prompt_options import PromptDataOptions, ScheduleOptions
 from mergekit_sg.tune.tasks.task_options import TaskOptions
 
@@ -103,6 +109,9 @@ class MergetuneOptions(TaskOptions, PromptDataOptions, ScheduleOptions):
         description="Head mode: keep the frozen features of every example for the whole run.",
     )
     force: bool = Field(default=False, description="Replace an existing destination.")
+    report_to: ReportToList = report_to_field()
+    logging_dir: str | None = logging_dir_field()
+    experiment: str | None = experiment_field()
 
     @property
     def prompt_mode(self) -> bool:

@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 
 from mergekit_sg.errors import SgMergeError
+from mergekit_sg.io.tracking import Tracker
 from mergekit_sg.models.adapters import load_model
 from mergekit_sg.models.coop import template_features
-from mergekit_sg.tune.core import resolve_device, seed_all
+from mergekit_sg.tune.core import LogFollower, resolve_device, seed_all
 from mergekit_sg.tune.mergetuning.mergetune_options import MergetuneOptions
 from mergekit_sg.tune.mergetuning.objective import path_alphas, prompt_objective
 from mergekit_sg.tune.prompt import (
@@ -33,8 +34,13 @@ from mergekit_sg.version import TOOLKIT
 SUMMARY_FILE = "mergetune.json"
 
 
-def prompt_mode(opts: MergetuneOptions, out: Path, quiet: bool = True) -> PromptResult:
-    """Train the prompt from w2 with the MERGETUNE objective and write it to `out`."""
+def prompt_mode(
+    opts: MergetuneOptions, out: Path, quiet: bool = True, tracker: Tracker | None = None
+) -> PromptResult:
+    """Train the prompt from w2 with the MERGETUNE objective and write it to `out` (the log
+    followed by `tracker`)."""
+    tracker = tracker or Tracker()
+    follow = LogFollower(tracker)
     t0 = time.perf_counter()
     open_clip_spec(opts.model)
     if "{}" not in opts.zs_template:
@@ -89,11 +95,13 @@ def prompt_mode(opts: MergetuneOptions, out: Path, quiet: bool = True) -> Prompt
         SgdRates(settings.lr, settings.weight_decay, settings.warmup_epochs),
         config=config,
         quiet=quiet,
+        on_log=follow,
     )
     test = heldout_metrics(pm, data, opts.batch_size)
     if test:
         run.log.append({"type": "test", **test})
     run.log.append({"type": "done", "steps": run.steps, "best_epoch": run.best_epoch})
+    follow(run.log)
     meta = prompt_meta(
         opts.model,
         opts.pretrained,
@@ -114,5 +122,5 @@ def prompt_mode(opts: MergetuneOptions, out: Path, quiet: bool = True) -> Prompt
         "test": test,
         "seconds": round(seconds, 2),
     }
-    write_run(out, run.ctx, meta, run.log, summary, SUMMARY_FILE, opts.force)
+    write_run(out, run.ctx, meta, run.log, summary, SUMMARY_FILE, opts.force, tracker.place)
     return PromptResult(out, None, run.steps, run.best_epoch, test, seconds, run.log)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mergekit_sg.io.atomic import check_destination
+from mergekit_sg.io.tracking import open_tracker, staging_beside
 from mergekit_sg.tune.mergetuning.mergetune_options import MergetuneOptions, check_mode
 from mergekit_sg.tune.mergetuning.prompt_mode import prompt_mode
 from mergekit_sg.tune.mergetuning.weights import WeightResult, mergetune_weights
@@ -32,6 +33,7 @@ def mergetune(
     out = Path(out)
     check_destination(out, opts.force)
     check_mode(opts, given)
-    if opts.prompt_mode:
-        return prompt_mode(opts, out, quiet)
-    return mergetune_weights(opts, out, quiet)
+    with open_tracker(opts, out, "mergetune", staging_beside(out)) as tracker:
+        if opts.prompt_mode:
+            return prompt_mode(opts, out, quiet, tracker)
+        return mergetune_weights(opts, out, quiet, tracker)

@@ -32,12 +32,14 @@ import torch.nn.functional as F
 from mergekit_sg.errors import SgMergeError, first_few
 from mergekit_sg.evals.base import Evaluator
 from mergekit_sg.io.checkpoint import open_checkpoint
+from mergekit_sg.io.tracking import Tracker
 from mergekit_sg.models.clip_classifier import HEAD_WEIGHTS, ClipClassifier
 from mergekit_sg.models.embedding_classifier import EmbeddingClassifier
 from mergekit_sg.tune.core import (
     LOG_FILE,
     BestEpoch,
     GradientStep,
+    LogFollower,
     Record,
     StepLog,
     TrainBar,
@@ -381,9 +383,12 @@ def batch_terms_fn(
     return terms
 
 
-def mergetune_weights(opts: MergetuneOptions, out: Path, quiet: bool = True) -> WeightResult:
+def mergetune_weights(
+    opts: MergetuneOptions, out: Path, quiet: bool = True, tracker: Tracker | None = None
+) -> WeightResult:
     """Head or subset mode of `mergetune`: prepare, train epoch by epoch (keeping the best
-    epoch by the first speciality evaluator), write the model, its log and summary."""
+    epoch by the first speciality evaluator), write the model, its log and summary (the log
+    followed by `tracker`)."""
     from mergekit_sg.evals.registry import build_evaluator
 
     t0 = time.perf_counter()
@@ -400,6 +405,9 @@ def mergetune_weights(opts: MergetuneOptions, out: Path, quiet: bool = True) -> 
     lengths = [task.length(f) for f in task.features]
     total = len(epoch_batches(lengths, opts.batch_size, opts.seed, 0)) * opts.epochs
     log: list[Record] = [config_record(opts, settings, setup, total)]
+    tracker = tracker or Tracker()
+    follow = LogFollower(tracker)
+    follow(log)
     best: BestEpoch[Params] = BestEpoch(higher=key[2] if key else True)
 
     def evaluate(epoch: int, step: int) -> None:
@@ -418,13 +426,15 @@ def mergetune_weights(opts: MergetuneOptions, out: Path, quiet: bool = True) -> 
         StepLog(log, opts.log_every, total),
         TrainBar(quiet),
         evaluate,
+        lambda: follow(log),
     )
     if best.kept is not None:
         with torch.no_grad():
             for n, t in best.kept.items():
                 w[n].copy_(t)
     setup.module.requires_grad_(False)
-    return _write(opts, settings, setup, out, log, steps, best.epoch, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    return _write(opts, settings, setup, out, log, steps, best.epoch, seconds, tracker, follow)
 
 
 def _clone(w: Params) -> Params:
@@ -440,12 +450,15 @@ def _write(
     steps: int,
     best_epoch: int | None,
     seconds: float,
+    tracker: Tracker,
+    follow: LogFollower,
 ) -> WeightResult:
     """The model in the fine-tuned checkpoint's layout, the log and the summary, atomically."""
     task = setup.task
     trainable = [task.checkpoint_name(n) for n in setup.names]
     evals = [r for r in log if r["type"] == "eval"]
     log.append({"type": "done", "steps": steps, "best_epoch": best_epoch})
+    follow(log)
     summary = {
         "toolkit": TOOLKIT,
         "options": opts.model_dump(),
@@ -457,7 +470,8 @@ def _write(
         "evals": evals,
         "seconds": round(seconds, 2),
     }
-    write_run(out, lambda tmp: task.save(setup.module, tmp), log, SUMMARY_FILE, summary, opts.force)
+    save = lambda tmp: task.save(setup.module, tmp)  # noqa: E731
+    write_run(out, save, log, SUMMARY_FILE, summary, opts.force, place=tracker.place)
     return WeightResult(out, settings.mode, trainable, steps, best_epoch, evals, seconds, log)
 
 

@@ -6,6 +6,7 @@ zero-shot endpoint of the prompt path."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ import torch.nn.functional as F
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.atomic import check_destination
+from mergekit_sg.io.tracking import open_tracker, staging_beside
 from mergekit_sg.models.adapters import load_model
 from mergekit_sg.models.coop import template_features
-from mergekit_sg.tune.core import LOG_FILE, Record, resolve_device, seed_all
+from mergekit_sg.tune.core import LOG_FILE, LogFollower, Record, resolve_device, seed_all
 from mergekit_sg.tune.core import write_run as write_outputs
 from mergekit_sg.tune.prompt.prompt_file import (
     PromptModel,
@@ -60,9 +62,11 @@ def write_run(
     summary: dict[str, Any],
     summary_file: str,
     force: bool,
+    place: Callable[[Path], object] | None = None,
 ) -> None:
-    """The prompt, its training log and summary, atomically."""
-    write_outputs(out, lambda tmp: save_prompt(tmp, ctx, meta), log, summary_file, summary, force)
+    """The prompt, its training log and summary (and `place`'s tracker files), atomically."""
+    save = lambda tmp: save_prompt(tmp, ctx, meta)  # noqa: E731
+    write_outputs(out, save, log, summary_file, summary, force, place=place)
 
 
 def _kg_target(
@@ -114,31 +118,35 @@ def coop(
         kg = cosine_surrogate(text, t_zs)
         return {"loss": loss + opts.kg_weight * kg, "main": loss, "kg": kg}
 
-    run = train_prompt(
-        pm,
-        learner.ctx.detach(),
-        objective,
-        data,
-        opts,
-        SgdRates(opts.lr, opts.weight_decay, opts.warmup_epochs),
-        config={**config, "examples": len(data.train.paths), "classes": classes},
-        quiet=quiet,
-    )
-    test = heldout_metrics(pm, data, opts.batch_size)
-    if test:
-        run.log.append({"type": "test", **test})
-    seconds = time.perf_counter() - t0
-    run.log.append({"type": "done", "steps": run.steps, "best_epoch": run.best_epoch})
-    summary = {
-        "toolkit": TOOLKIT,
-        "options": opts.model_dump(),
-        "examples": len(data.train.paths),
-        "trained_on": data.trained_on,
-        "best_epoch": run.best_epoch,
-        "test": test,
-        "seconds": round(seconds, 2),
-    }
-    write_run(out, run.ctx, meta, run.log, summary, SUMMARY_FILE, opts.force)
+    with open_tracker(opts, out, "coop", staging_beside(out)) as tracker:
+        follow = LogFollower(tracker)
+        run = train_prompt(
+            pm,
+            learner.ctx.detach(),
+            objective,
+            data,
+            opts,
+            SgdRates(opts.lr, opts.weight_decay, opts.warmup_epochs),
+            config={**config, "examples": len(data.train.paths), "classes": classes},
+            quiet=quiet,
+            on_log=follow,
+        )
+        test = heldout_metrics(pm, data, opts.batch_size)
+        if test:
+            run.log.append({"type": "test", **test})
+        run.log.append({"type": "done", "steps": run.steps, "best_epoch": run.best_epoch})
+        follow(run.log)
+        seconds = time.perf_counter() - t0
+        summary = {
+            "toolkit": TOOLKIT,
+            "options": opts.model_dump(),
+            "examples": len(data.train.paths),
+            "trained_on": data.trained_on,
+            "best_epoch": run.best_epoch,
+            "test": test,
+            "seconds": round(seconds, 2),
+        }
+        write_run(out, run.ctx, meta, run.log, summary, SUMMARY_FILE, opts.force, tracker.place)
     if init_dir is not None:
         init_meta = {**meta, "trained_on": "none (the initial prompt)"}
         note = {"init_of": str(out)}

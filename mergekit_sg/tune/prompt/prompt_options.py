@@ -8,6 +8,13 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mergekit_sg.io.tracking import (
+    ReportToList,
+    experiment_field,
+    logging_dir_field,
+    report_to_field,
+)
+
 
 class PromptDataOptions(BaseModel):
     """The data of a prompt run: CoOp's few-shot, base-to-novel protocol."""
@@ -109,3 +116,6 @@ class CoopOptions(PromptDataOptions, ScheduleOptions):
         default=None, description="Also write the initial prompt (the zero-shot one) here."
     )
     force: bool = Field(default=False, description="Replace existing destinations.")
+    report_to: ReportToList = report_to_field()
+    logging_dir: str | None = logging_dir_field()
+    experiment: str | None = experiment_field()

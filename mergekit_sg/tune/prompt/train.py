@@ -95,11 +95,12 @@ def train_prompt(
     rates: SgdRates,
     config: dict[str, Any],
     quiet: bool = True,
+    on_log: Callable[[list[Record]], None] | None = None,
 ) -> PromptTraining:
     """Train the context from `ctx0` on `data.train` with `objective(feats, labels, ctx)`,
     which returns the loss terms ("loss" is minimised); image features are computed once per
     batch with no gradient (the image tower is frozen); the context with the best validation
-    accuracy is kept."""
+    accuracy is kept. `on_log(log)` after every step and epoch (the trackers follow it)."""
     device = pm.ctx.device
     amp_dtype, scaler = amp(device, opts.precision)
     in_amp = autocast(device, amp_dtype)
@@ -113,6 +114,8 @@ def train_prompt(
     total = opts.epochs * len(batches)
     log: list[Record] = [{"type": "config", **config, "steps": total}]
     best: BestEpoch[torch.Tensor] = BestEpoch(higher=True)
+    if on_log is not None:
+        on_log(log)
 
     def terms_of(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         pixels, labels = batch[0].to(device), batch[1].to(device)
@@ -139,6 +142,7 @@ def train_prompt(
         StepLog(log, opts.log_every, total),
         TrainBar(quiet),
         validate,
+        (lambda: on_log(log)) if on_log is not None else None,
     )
     kept = best.kept if best.kept is not None else ctx.detach().clone()
     pm.ctx.data.copy_(kept)
