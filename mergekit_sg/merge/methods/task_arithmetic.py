@@ -153,7 +153,9 @@ class TaskArithmeticFamily(Method):
             else None
         )
         act = self._active(p)
-        cache_masks = self.sparsify == "random" and p.shared.rescale and len(act) <= 4  # type: ignore[attr-defined]
+        # at most 2 masks (n bytes each): with the statistics thread one tensor ahead, two
+        # tensors' masks (4n bytes) stay within the float32 size of the largest tensor
+        cache_masks = self.sparsify == "random" and p.shared.rescale and len(act) <= 2  # type: ignore[attr-defined]
         for i in act:
             q = p.per_input[i]
             keep_top = drop_top = None
