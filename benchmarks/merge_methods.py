@@ -112,7 +112,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--methods", default="ties,task_arithmetic,dare_ties,slerp")
     ap.add_argument("--skip-mergekit", action="store_true")
-    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="(default now) keep fine-tune 2")
+    ap.add_argument("--clean", action="store_true", help="delete fine-tune 2 at the end")
     ap.add_argument("--size", default="1.1b", help="bench_models size (tiny: 2 layers)")
     ap.add_argument("--baseline", type=Path, help="another checkout: also run `NAME before`")
     ap.add_argument("--no-extras", action="store_true", help="skip floor-2, lerp and the grid")
@@ -214,7 +215,7 @@ def main() -> None:
     (out / "results.json").write_text(
         json.dumps({k: [vars(m) for m in v] for k, v in rows.items()})
     )
-    if not args.keep:
+    if args.clean:
         shutil.rmtree(pair.pre.parent / "ft2", ignore_errors=True)
 
 

@@ -1,6 +1,7 @@
 """Kernel benchmark of the statistic-step merge methods: the statistics step and the chunked
 compute of one synthetic bfloat16 tensor (base + two fine-tunes, density 0.5, weights 1 / 0.5)
-on one compute thread, with timings per step and a SHA-1 of the output bytes. Run it for two
+on one compute thread, with timings per step (wall, and CPU time, which a loaded machine
+inflates less) and a SHA-1 of the output bytes. Run it for two
 checkouts alternately to compare them under the same load (same SHA-1 = same bytes):
 
     for rep in 1 2; do for tree in OLD NEW; do
@@ -52,19 +53,20 @@ for name in meths:
     m = M[0]()
     p = Params(M[1](), (None, M[2](weight=1.0, density=0.5), M[2](weight=0.5, density=0.5)))
     ctx = ChunkCtx("t", n, 0, 0)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     st = m.stats(read, ctx, p, 3)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     out = torch.empty(n, dtype=torch.bfloat16)
     for s in range(0, n, CH):
         c = min(CH, n - s)
         m.compute_into(
             out[s : s + c], [x[s : s + c] for x in xs], p, st, ChunkCtx("t", n, s, 0), torch.float32
         )
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     digest = hashlib.sha1(out.view(torch.int16).numpy().tobytes()).hexdigest()[:12]
     print(
         f"{name} {shape} stats {t1 - t0:.2f}s compute {t2 - t1:.2f}s  "
-        f"ns/elem {(t2 - t0) / n * 1e9:.1f} sha {digest}",
+        f"ns/elem {(t2 - t0) / n * 1e9:.1f}  cpu: stats {(c1 - c0) / n * 1e9:.1f} "
+        f"compute {(c2 - c1) / n * 1e9:.1f} ns/elem  sha {digest}",
         flush=True,
     )

@@ -106,6 +106,28 @@ def test_failing_job_is_reported_by_name_and_the_others_kept(one_node) -> None:
     assert got == {"square 0": 0, "square 1": 1, "square 2": 4}
 
 
+def test_soup_on_ray_matches_local(one_node, tmp_path) -> None:
+    """`sgmerge soup --ray`: every candidate's and every trial's evaluation a Ray job; the
+    same choices, scores and soup bytes as in this process."""
+    import torch
+    from safetensors.torch import save_file
+
+    from mergekit_sg.path.soup import soup
+
+    cands = []
+    for i, w in enumerate([[1.0, 0.0], [0.0, 1.0], [-5.0, -5.0], [1.2, 0.9], [0.8, 1.1]]):
+        cands.append(tmp_path / f"c{i}.safetensors")
+        save_file({"weight": torch.tensor([w]), "bias": torch.zeros(1)}, cands[-1])
+    kw = {"model": "python:evalfns:tiny_linear", "eval": ["held=python:evalfns:closeness"]}
+    here = soup(cands, tmp_path / "here", greedy=True, **kw)
+    there = soup(cands, tmp_path / "ray", greedy=True, ray="local", **kw)
+    assert here.soup is not None and there.soup is not None
+    assert there.soup.record() == here.soup.record() and sorted(there.soup.ingredients) == [3, 4]
+    assert (tmp_path / "ray" / "model.safetensors").read_bytes() == (
+        tmp_path / "here" / "model.safetensors"
+    ).read_bytes()
+
+
 def test_lmc_on_ray_matches_local(one_node, pair, tmp_path) -> None:
     ev = ["loss=python:evalfns:lm_loss"]
     a = lmc(list(pair), tmp_path / "a", model="hf:causal-lm", eval=ev, alphas="0:1:0.5")

@@ -290,3 +290,26 @@ def test_soup_recipe_runs(tmp_path: Path, capsys) -> None:
     assert res.returncode == 0, res.stderr
     w = load_file(out / "model.safetensors")["weight"]
     torch.testing.assert_close(w.double(), torch.tensor([[1.0, 1.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_soup_as_jobs_equals_in_process(tmp_path: Path, greedy: bool) -> None:
+    """Every evaluation as a job (`score_members`, what --ray runs on a worker) gives the
+    in-process soup's choices, scores and output bytes."""
+    from mergekit_sg.jobs import LocalExecutor
+    from mergekit_sg.path.soup import soup
+
+    cands = _candidates(tmp_path)
+    kw = {"model": EVAL[1], "eval": [EVAL[3]], "greedy": greedy}
+    here = soup(cands, tmp_path / "here", **kw)
+    jobs = soup(cands, tmp_path / "jobs", executor=LocalExecutor(), **kw)
+    assert here.soup is not None and jobs.soup is not None
+    assert jobs.soup.ingredients == here.soup.ingredients
+    assert jobs.soup.individual == here.soup.individual and jobs.soup.score == here.soup.score
+    assert [vars(s) for s in jobs.soup.steps] == [vars(s) for s in here.soup.steps]
+    assert (tmp_path / "jobs" / "model.safetensors").read_bytes() == (
+        tmp_path / "here" / "model.safetensors"
+    ).read_bytes()
+    assert sorted(here.kept) == (
+        [str(cands[3]), str(cands[4])] if greedy else list(map(str, cands))
+    )

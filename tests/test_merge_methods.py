@@ -178,6 +178,42 @@ def test_dare_is_seeded_and_chunking_free(tmp_path: Path, monkeypatch: pytest.Mo
     assert 0.4 < kept < 0.95  # some entries dropped in both, most kept by one
 
 
+@pytest.mark.parametrize("method", ["ties", "dare_ties", "slerp"])
+def test_statistics_thread_gives_the_same_bytes(tmp_path: Path, monkeypatch, method) -> None:
+    """The statistics computed in their own thread, one tensor ahead of the merge
+    (STATS_AHEAD = 1), or inline before each tensor's first chunk (0): the same bytes, for a
+    grid too (several statistics keys per tensor)."""
+    paths = _models(tmp_path, 3)
+    per = [{}, {"weight": 1.0, "density": 0.5}, {"weight": 0.5, "density": 0.7}]
+    cfg = _cfg(method, paths, per)
+    grid = {"lambda": [0.5, 1.0]}
+    if method == "slerp":
+        cfg = _cfg("slerp", paths[:2], [{}, {}], t=0.3)
+        grid = {"t": [0.3, 0.6]}
+    outs = []
+    for ahead in (0, 1):
+        monkeypatch.setattr(executor, "STATS_AHEAD", ahead)
+        res = merge(cfg, tmp_path / f"a{ahead}", grid=grid, model_card=False)
+        outs.append({k: (p / "model.safetensors").read_bytes() for k, p in res.outputs.items()})
+    assert outs[0] == outs[1] and len(outs[0]) == 2
+
+
+def test_statistics_thread_error_stops_the_merge(tmp_path: Path, monkeypatch) -> None:
+    """An error in the statistics thread ends the merge with that error, nothing written."""
+    from mergekit_sg.merge.methods.task_arithmetic import Ties
+
+    def boom(*a, **k):
+        raise SgMergeError("statistics failed")
+
+    monkeypatch.setattr(Ties, "stats", boom)
+    paths = _models(tmp_path, 3)
+    per = [{}, {"weight": 1.0, "density": 0.5}, {"weight": 0.5, "density": 0.5}]
+    dest = tmp_path / "o"
+    with pytest.raises(SgMergeError, match="statistics failed"):
+        merge(_cfg("ties", paths, per), dest, model_card=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in paths]
+
+
 def test_grid_equals_single_runs(tmp_path: Path) -> None:
     paths = _models(tmp_path, 3)
     per = [{}, {"weight": 1.0, "density": 0.5}, {"weight": 0.5, "density": 0.5}]

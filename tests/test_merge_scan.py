@@ -69,6 +69,27 @@ def test_lambda_path_scans_the_ties_merge(tmp_path: Path) -> None:
     assert torch.equal(module.weight.detach(), load_file(paths[0])["lin.weight"])
 
 
+def test_lambda_endpoints_read_each_input_once(tmp_path: Path, monkeypatch) -> None:
+    """Both endpoints come from one read of the inputs: the base endpoint is the lambda-0
+    merge (the base model's tensors, float32) without a second in-memory merge."""
+    from mergekit_sg.io.lazy import Checkpoint
+
+    paths = _three(tmp_path)
+    want_base = merged_state_dict(_ties(paths, 0.0), out_dtype=torch.float32)
+    want_merged = merged_state_dict(_ties(paths, 1.0), out_dtype=torch.float32)
+    reads: list[str] = []
+    orig = Checkpoint.read
+    monkeypatch.setattr(
+        Checkpoint, "read", lambda self, n, *a, **k: reads.append(n) or orig(self, n, *a, **k)
+    )
+    base, merged = lambda_endpoints(_ties(paths, 0.5))
+    assert sorted(reads) == sorted(3 * list(want_base))  # 3 inputs, each tensor once
+    assert base.keys() == want_base.keys() and merged.keys() == want_merged.keys()
+    for k in want_base:
+        assert base[k].dtype == torch.float32 and torch.equal(base[k], want_base[k])
+        assert torch.equal(merged[k], want_merged[k])
+
+
 def test_greedy_soup_adds_only_what_improves() -> None:
     target = torch.tensor([1.0, 1.0])
     cands = [

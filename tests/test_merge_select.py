@@ -54,3 +54,48 @@ def test_top_set_nested_prefixes_and_values() -> None:
         assert int(ma.sum()) == c1 and int(mb.sum()) == c2
         if 0 < c1 < w.numel():
             assert a.value == float(torch.sort(w, descending=True).values[c1 - 1])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(2, 3000),
+    levels=st.integers(1, 2000),
+    frac=st.floats(0.0, 1.0),
+    sample=st.sampled_from([4, 64, 1 << 16]),
+    nan=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_bracket_select_is_exact_or_declines(n, levels, frac, sample, nan, seed) -> None:
+    """The bracket select gives the exact k-th smallest and the exact counts > and == it, as
+    a whole-buffer partition does, or declines (None) and the partition is used; top_set's
+    answer is the same either way (here with small samples and blocks so that misses,
+    candidate overflows and NaN all happen)."""
+    import numpy as np
+
+    from mergekit_sg.merge.methods import select
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randint(0, levels, (n,), generator=g).float().mul_(1e-3)
+    if nan:
+        w[torch.randint(0, n, (1,), generator=g)] = float("nan")
+    k = 1 + int(frac * (n - 2))
+    old = select.BRACKET_SAMPLE, select.BRACKET_BLOCK, select.BRACKET_MIN
+    select.BRACKET_SAMPLE, select.BRACKET_BLOCK, select.BRACKET_MIN = sample, 97, 1
+    try:
+        got = select._bracket_select(w.numpy().copy(), k)
+        ts = top_set(w.clone(), n - k)
+    finally:
+        select.BRACKET_SAMPLE, select.BRACKET_BLOCK, select.BRACKET_MIN = old
+    a = w.numpy().copy()
+    a.partition(k)
+    v = a[k]
+    if got is not None:
+        assert not nan or not np.isnan(w.numpy()).any()
+        assert got == (float(v), int(np.count_nonzero(a > v)), int(np.count_nonzero(a == v)))
+    select.BRACKET_MIN = 1 << 62  # the whole-buffer partition alone
+    try:
+        want = top_set(w.clone(), n - k)
+    finally:
+        select.BRACKET_MIN = old[2]
+    same = ts.value == want.value or (ts.value != ts.value and want.value != want.value)
+    assert same and (ts.ties, ts.all_ties) == (want.ties, want.all_ties)

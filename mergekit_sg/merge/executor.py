@@ -35,6 +35,11 @@ CHUNK_BYTES = 8 << 20  # bytes per buffer at the widest dtype of the plan: 4M bf
 IN_BUFFERS = 2  # per input side: one being read, one being computed on
 OUT_BUFFERS = 4  # the page cache, not these, absorbs the disk's pace
 MAX_COMPUTE_THREADS = 4
+# Statistics steps run in their own thread, at most this many tensors ahead of the merge:
+# they overlap the chunk compute (on 2 cores, the other core), and hold at most two tensors'
+# statistics (the one being merged, the next) besides the one being computed. 0: no thread,
+# each tensor's statistics computed by the compute thread before its first chunk.
+STATS_AHEAD = 1
 _DONE = object()
 _CHECKED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # aminmax has these
 
@@ -195,6 +200,10 @@ class _Executor:
         self.q_out: queue.Queue = queue.Queue(maxsize=OUT_BUFFERS + 2 * len(writers))
         self.pipe = _Pipeline()
         self._stats: dict[tuple[str, object], object] = {}
+        self._index = {e.name: j for j, e in enumerate(self.entries)}
+        self._at = -1  # index of the entry the compute thread is merging
+        self._cv = threading.Condition()
+        self._stats_jobs = self._plan_stats() if STATS_AHEAD > 0 else []
 
     # --- reader thread -------------------------------------------------------------------
     def _read(self, k: int, e: PlanEntry, c: _Chunk) -> tuple[torch.Tensor, _Lease]:
@@ -293,28 +302,77 @@ class _Executor:
 
         return read
 
+    def _plan_stats(self) -> list[tuple[PlanEntry, list[Params]]]:
+        """Per entry in merge order, the outputs' parameters with distinct statistics keys
+        (outputs that are an input exactly need none)."""
+        jobs = []
+        for e in self.entries:
+            if e.params is None:
+                continue
+            keys: dict[object, Params] = {}
+            for p in e.params:
+                if self.method.identity(p, len(e.slots)) is None:
+                    key = self.method.stats_key(p)
+                    if key is not None:
+                        keys.setdefault(key, p)
+            if keys:
+                jobs.append((e, list(keys.values())))
+        return jobs
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        """Wait on the condition (held) until `ready()`, or stop."""
+        while not ready():
+            if self.pipe.stop.is_set():
+                raise _Stop
+            self._cv.wait(0.05)
+
+    def stats_worker(self) -> None:
+        """Compute the statistics of each tensor that needs them, in merge order, at most
+        STATS_AHEAD tensors ahead of the one being merged."""
+
+        for e, ps in self._stats_jobs:
+            j = self._index[e.name]
+            with self._cv:
+                self._wait(lambda j=j: j <= self._at + STATS_AHEAD)
+            for p in ps:
+                ctx = ChunkCtx(e.name, e.numel, 0, self.plan.seed)
+                val = self.method.stats(self._reader_for(e), ctx, p, len(e.slots))
+                with self._cv:
+                    self._stats[(e.name, self.method.stats_key(p))] = val
+                    self._cv.notify_all()
+
     def _stats_for(self, e: PlanEntry, p: Params, ctx: ChunkCtx) -> object:
         key = self.method.stats_key(p)
         if key is None:
             return None
-        if (e.name, key) not in self._stats:
-            self._stats[(e.name, key)] = self.method.stats(
-                self._reader_for(e), ctx, p, len(e.slots)
-            )
-        return self._stats[(e.name, key)]
+        if not self._stats_jobs:  # no statistics thread: computed here, when first needed
+            if (e.name, key) not in self._stats:
+                self._stats[(e.name, key)] = self.method.stats(
+                    self._reader_for(e), ctx, p, len(e.slots)
+                )
+            return self._stats[(e.name, key)]
+        with self._cv:
+            self._wait(lambda: (e.name, key) in self._stats)
+            return self._stats[(e.name, key)]
 
     def _todo(self, c: _Chunk) -> list[tuple[int, Params, object, ChunkCtx]]:
         """The outputs of this chunk to compute (not endpoints), with their statistics."""
         e = c.entry
         assert e.params is not None
         ctx = ChunkCtx(e.name, e.numel, c.start, self.plan.seed)
+        if self._index[e.name] != self._at:
+            with self._cv:
+                self._at = self._index[e.name]
+                self._cv.notify_all()
         todo = []
         for k, p in enumerate(e.params):
             if self.method.identity(p, len(e.slots)) is None:
                 todo.append((k, p, self._stats_for(e, p, ctx), ctx))
         if c.last:  # the statistics of a tensor are needed by its chunks only
-            for key in [key for key in self._stats if key[0] == e.name]:
-                del self._stats[key]
+            with self._cv:
+                for key in [key for key in self._stats if key[0] == e.name]:
+                    del self._stats[key]
+                self._cv.notify_all()
         return todo
 
     def _merge_cpu(self, c: _Chunk, xs: list[torch.Tensor | None]) -> None:
@@ -378,6 +436,8 @@ class _Executor:
         nbytes = sum(e.numel * itemsize(e.out_dtype) for e in self.plan.entries)
         self.progress.start("merging", len(self.plan.entries), nbytes * len(self.writers))
         threads = [self.pipe.thread(self.reader), self.pipe.thread(self.writer)]
+        if self._stats_jobs:
+            threads.append(self.pipe.thread(self.stats_worker))
         try:
             self.compute()
         except _Stop:

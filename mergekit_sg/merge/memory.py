@@ -43,6 +43,19 @@ def merged_state_dict(
     """The merge of `config` (with the grid `point` applied) as a state dict: every floating
     tensor (or those in `names`) computed whole, by the same method code as the streaming
     merge; in the output dtype (or `out_dtype`, e.g. float32 for an unrounded endpoint)."""
+    return _in_memory(config, point, names, out_dtype, with_base=False)[0]
+
+
+def _in_memory(
+    config: str | Path | Mapping[str, Any] | MergeSpec,
+    point: Mapping[str, float] | None,
+    names: Sequence[str] | None,
+    out_dtype: torch.dtype | None,
+    with_base: bool,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """`merged_state_dict`, and with `with_base` also the state the same config gives at
+    lambda = 0 (the base model's tensors where merged, the copied tensors as they are), from
+    the same single read of the inputs."""
     spec = as_spec(config)
     method = get_method(spec.merge_method)
     refs, entries = check_inputs(spec, method)
@@ -51,6 +64,7 @@ def merged_state_dict(
         plan = build_merge_plan(spec, cks, entries, method, [dict(point or {})])
         want = set(names) if names is not None else None
         out: dict[str, torch.Tensor] = {}
+        base: dict[str, torch.Tensor] = {}
         cd = plan.compute_dtype
         for e in plan.entries:
             if want is not None and e.name not in want:
@@ -59,7 +73,11 @@ def merged_state_dict(
             dtype = out_dtype or e.out_dtype
             if e.params is None:
                 out[e.name] = whole[e.copy_slot].reshape(e.shape).to(e.out_dtype)
+                if with_base:
+                    base[e.name] = out[e.name]
                 continue
+            if with_base:  # lambda 0 is the base slot exactly (TaskArithmeticFamily.identity)
+                base[e.name] = whole[0].reshape(e.shape).to(dtype, copy=True)
             p = e.params[0]
             ident = method.identity(p, len(e.slots))
             if ident is not None:
@@ -76,7 +94,9 @@ def merged_state_dict(
         for alias, kept in plan.aliases.items():
             if kept in out:
                 out[alias] = out[kept]
-        return out
+            if kept in base:
+                base[alias] = base[kept]
+        return out, base
 
 
 def lambda_endpoints(
@@ -98,7 +118,5 @@ def lambda_endpoints(
         raise SgMergeError("the lambda path sets lambda itself: leave it out of the point")
     params = {**spec.parameters, LAMBDA: 1.0}
     one = spec.model_copy(update={"parameters": params})
-    merged = merged_state_dict(one, point, names, out_dtype=torch.float32)
-    base_spec = one.model_copy(update={"parameters": {**params, LAMBDA: 0.0}})
-    base = merged_state_dict(base_spec, point, names, out_dtype=torch.float32)
+    merged, base = _in_memory(one, point, names, torch.float32, with_base=True)
     return base, merged

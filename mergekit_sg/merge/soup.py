@@ -44,11 +44,53 @@ class SoupResult:
         }
 
 
+def mean_state(states: Sequence[StateDict]) -> dict[str, torch.Tensor]:
+    """The uniform average of `states` as the soups compute it: a float32 running sum in the
+    given order, divided by their number, cast to the first state's dtype (its non-floating
+    tensors as they are); the same bytes as `greedy_soup`'s trial of the same members."""
+    first = states[0]
+    out = {}
+    for k, v in first.items():
+        if not v.is_floating_point():
+            out[k] = v
+            continue
+        total = v.to(torch.float32, copy=True)
+        for c in states[1:]:
+            total = total + c[k].float()
+        out[k] = (total / len(states)).to(v.dtype)
+    return out
+
+
 def _average(total: dict[str, torch.Tensor], n: int, like: StateDict) -> dict[str, torch.Tensor]:
     return {
         k: (v / n).to(like[k].dtype) if like[k].is_floating_point() else like[k]
         for k, v in total.items()
     }
+
+
+def greedy_soup_sets(
+    n: int,
+    score_sets: Callable[[list[list[int]]], list[float]],
+    maximize: bool = True,
+) -> SoupResult:
+    """The greedy soup of n candidates where `score_sets` scores a batch of member lists
+    (each the uniform average of those candidates, in that order; one member: the candidate
+    alone), e.g. as independent jobs: the n candidates alone in one batch, then each trial.
+    Same rule, order and steps as `greedy_soup`; the soup's state is left to the caller."""
+    if n < 1:
+        raise ValueError("greedy_soup needs at least one candidate")
+    sign = 1.0 if maximize else -1.0
+    individual = [float(v) for v in score_sets([[i] for i in range(n)])]
+    order = sorted(range(n), key=lambda i: -sign * individual[i])
+    kept, best = [order[0]], individual[order[0]]
+    steps = [SoupStep(order[0], best, True)]
+    for i in order[1:]:
+        score = float(score_sets([[*kept, i]])[0])
+        added = sign * score > sign * best
+        steps.append(SoupStep(i, score, added))
+        if added:
+            kept, best = [*kept, i], score
+    return SoupResult(kept, individual, best, steps)
 
 
 def greedy_soup(

@@ -21,10 +21,12 @@ from pydantic import ConfigDict, Field
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import Evaluator
+from mergekit_sg.executors import make_executor
 from mergekit_sg.io.progress import Progress
+from mergekit_sg.jobs import Executor, Job, resources_for, run_jobs, worker_device
 from mergekit_sg.merge.merge import MergeResult, merge
 from mergekit_sg.merge.options import RunOptions
-from mergekit_sg.merge.soup import SoupResult, SoupStep, greedy_soup
+from mergekit_sg.merge.soup import SoupResult, SoupStep, greedy_soup, greedy_soup_sets, mean_state
 from mergekit_sg.models.adapters import load_model
 from mergekit_sg.models.linear_path import checkpoint_names, load_live, read_tensors
 from mergekit_sg.options import build_options
@@ -54,6 +56,14 @@ class SoupOptions(RunOptions):
     dtype: Literal["float32", "float16", "bfloat16", "float64"] | None = Field(
         default=None, description="Output dtype of floating tensors (default: the inputs')."
     )
+    ray: str | None = Field(
+        default=None,
+        description="Evaluate the candidates and soup trials as Ray jobs: auto (the running "
+        "cluster), local (start one here) or ADDRESS.",
+    )
+    ray_cpus: int = Field(
+        default=1, ge=1, description="CPUs (threads) each Ray worker uses on a CPU run."
+    )
 
 
 @dataclass
@@ -77,6 +87,65 @@ def oriented_score(evaluators: list[Evaluator], metrics: dict[str, dict[str, flo
         v = metrics[ev.name][ev.primary]
         vals.append(-v if ev.primary in ev.lower_is_better else v)
     return sum(vals) / len(vals)
+
+
+def score_members(
+    model: str,
+    first: str,
+    members: list[str],
+    eval_specs: list[str],
+    device: str,
+    evaluators: list[Evaluator] | None = None,
+) -> float:
+    """One soup evaluation as an independent job: load the live model from `first` (the
+    first candidate, as the in-process soup does), read the `members`' tensors, put the live
+    model at their uniform average (`mean_state`; one member: that candidate as it is) and
+    return the oriented held-out score. The same number the in-process soup gets."""
+    dev = resolve_device(worker_device(device))
+    evs = make_evaluators(eval_specs, evaluators)
+    lm = load_model(model, first, dev)
+    names = checkpoint_names(lm.module, lm.rename)
+    d = next(lm.module.parameters()).device
+    states = [read_tensors(r, names, d, lm.side_weights) for r in members]
+    load_live(lm.module, states[0] if len(states) == 1 else mean_state(states), lm.rename)
+    return oriented_score(evs, {ev.name: ev(lm) for ev in evs})
+
+
+def _soup_on_jobs(
+    executor: Executor, refs: list[str], opts: SoupOptions, evaluators: list[Evaluator] | None
+) -> SoupResult:
+    """The soup search with every evaluation a job (`score_members`): the candidates alone
+    (and, for the uniform soup, the soup) in one parallel batch, then each greedy trial."""
+    assert opts.model is not None
+    res = resources_for(opts.device, opts.ray_cpus, executor.gpus_available())
+
+    def score_sets(sets: list[list[int]]) -> list[float]:
+        jobs = [
+            Job(
+                "soup of " + "+".join(str(i) for i in s),
+                score_members,
+                {
+                    "model": opts.model,
+                    "first": refs[0],
+                    "members": [refs[i] for i in s],
+                    "eval_specs": list(opts.eval),
+                    "device": opts.device,
+                    "evaluators": list(evaluators) if evaluators else None,
+                },
+                res,
+            )
+            for s in sets
+        ]
+        got: dict[str, float] = {}
+        run_jobs(executor, jobs, lambda j, v: got.__setitem__(j.name, float(v)))
+        return [got[j.name] for j in jobs]
+
+    n = len(refs)
+    if opts.greedy:
+        return greedy_soup_sets(n, score_sets)
+    scores = score_sets([[i] for i in range(n)] + [list(range(n))])
+    steps = [SoupStep(i, scores[i], True) for i in range(n)]
+    return SoupResult(list(range(n)), scores[:n], scores[n], steps)
 
 
 def _uniform(candidates: list[StateDict], score: Any) -> SoupResult:
@@ -126,9 +195,11 @@ def soup(
     options: SoupOptions | None = None,
     evaluators: list[Evaluator] | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
     **kwargs: Any,
 ) -> SoupReport:
-    """The (greedy) soup of `candidates`, written to `out` (see the module doc)."""
+    """The (greedy) soup of `candidates`, written to `out` (see the module doc). With `--ray`
+    (or an `executor`) every evaluation is a job: same choices, scores and bytes."""
     opts: SoupOptions = build_options(SoupOptions, options, kwargs)
     refs = [str(c) for c in candidates]
     if not refs:
@@ -141,7 +212,9 @@ def soup(
     if evaluate and not opts.model:
         raise SgMergeError("--eval needs --model (the live model the evaluators run on)")
     res: SoupResult | None = None
-    if evaluate:
+    if evaluate and (executor is not None or opts.ray):
+        res = _soup_on_jobs(executor or make_executor(opts.ray), refs, opts, evaluators)
+    elif evaluate:
         assert opts.model is not None
         evs = make_evaluators(opts.eval, evaluators)
         lm = load_model(opts.model, refs[0], resolve_device(opts.device))
@@ -175,4 +248,4 @@ def soup(
     return SoupReport(refs, res, merged, opts.greedy)
 
 
-__all__ = ["SoupOptions", "SoupReport", "card_table", "oriented_score", "soup"]
+__all__ = ["SoupOptions", "SoupReport", "card_table", "oriented_score", "score_members", "soup"]

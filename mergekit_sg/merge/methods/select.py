@@ -2,14 +2,21 @@
 
 `top_set(w, c)` describes the c largest values of w (ties broken by flat index, lower index
 first) as (v, ties): every element > v is in, and the first `ties` elements equal to v. The
-value v is the c-th largest, found by numpy's in-place introselect (`ndarray.partition`, O(n),
-no copy: w is the caller's scratch buffer and is left permuted); two counts give `ties`. The
+value v is the c-th largest. On a large tensor it is found by a bracket select: the k-th
+smallest (k = n - c) of a strided sample of 2**16 values, +- 4 binomial standard deviations
+of rank, gives values lo <= hi that bracket v with near certainty; one blockwise pass counts
+the elements below lo and above hi and gathers those in [lo, hi] (about 1-3% of them), and
+numpy's introselect (`ndarray.partition`) on those gives v exactly, with the counts of
+elements > v and == v. When the bracket misses (v outside it, too many candidates, NaN) the
+whole buffer is partitioned in place instead (O(n), w is the caller's scratch and is left
+permuted). Both give the same (v, ties): the exact k-th smallest and exact counts. The
 flat index where the kept equal elements end (`cut`) is found lazily by the first in-order
 walk of the tensor's chunks, after which a chunk's membership is one comparison per element:
 `>= v` before the cut and `> v` from it on."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +73,43 @@ class TopSet:
         return self.mask_(w.clone(), start).bool()
 
 
+BRACKET_MIN = 1 << 16  # below this many elements, partition the whole buffer
+BRACKET_SAMPLE = 1 << 16
+BRACKET_BLOCK = 1 << 18
+
+
+def _bracket_select(a: np.ndarray, k: int) -> tuple[float, int, int] | None:
+    """(v, #elements > v, #elements == v) with v the k-th smallest of a (0-based), from the
+    candidates between two sample quantiles (see the module doc); None when the bracket
+    misses, holds more than n/16 candidates, or a holds NaN."""
+    n = a.size
+    sample = np.sort(a[:: max(1, n // BRACKET_SAMPLE)])
+    m, p = sample.size, k / n
+    margin = 4.0 * math.sqrt(m * p * (1.0 - p)) + 16.0
+    lo = sample[max(0, math.floor(p * (m - 1) - margin))]
+    hi = sample[min(m - 1, math.ceil(p * (m - 1) + margin))]
+    below = above = found = 0
+    limit = max(1 << 12, n >> 4)
+    cands = []
+    for s in range(0, n, BRACKET_BLOCK):
+        b = a[s : s + BRACKET_BLOCK]
+        below += int(np.count_nonzero(b < lo))
+        above += int(np.count_nonzero(b > hi))
+        c = b[(b >= lo) & (b <= hi)]
+        found += c.size
+        if found > limit:
+            return None
+        cands.append(c)
+    if below + above + found != n or not below <= k < below + found:
+        return None  # NaN compares false everywhere; or v outside [lo, hi]
+    cand = np.concatenate(cands)
+    j = k - below
+    cand.partition(j)
+    v = cand[j]
+    greater = above + int(np.count_nonzero(cand[j:] > v))
+    return float(v), greater, int(np.count_nonzero(cand == v))
+
+
 def top_set(w: torch.Tensor, c: int) -> TopSet:
     """The c largest elements of the flat non-negative float32 tensor w (see module doc);
     w is scratch: it is left permuted."""
@@ -76,6 +120,9 @@ def top_set(w: torch.Tensor, c: int) -> TopSet:
         return TopSet(0.0, 0, nothing=True)
     a = w.numpy()
     k = n - c
+    if n >= BRACKET_MIN and (got := _bracket_select(a, k)) is not None:
+        v, greater, n_eq = got
+        return TopSet(v, c - greater, all_ties=c - greater == n_eq)
     a.partition(k)  # a[k] is the c-th largest; a[:k] <= a[k] <= a[k:]
     v = a[k]
     greater = int(np.count_nonzero(a[k:] > v))
