@@ -35,6 +35,21 @@ def test_help_at_80_columns_shows_every_option_whole(name, capsys, monkeypatch) 
             if opt.startswith("-"):
                 assert opt in words, (name, opt)
     assert "<bool>" not in text and "[default: (" not in text and "…" not in text
+    usage = text.splitlines()[0]
+    assert usage.startswith(f"Usage: sgmerge {name} [OPTIONS]"), usage
+    assert "{" not in usage and "<" not in usage, usage  # PRETRAINED, not {PRETRAINED}
+    for hint in ("<str>", "<path>", "<int>", "<float>", "<list["):
+        assert hint not in text, (name, hint)  # TEXT / PATH / INT metavars, as click writes them
+    for p in cmd.params:  # every option's default is shown, or it is required
+        if p.param_type_name == "option" and not p.is_flag and p.default not in (None, [], ()):
+            record = p.get_help_record(cmd.make_context(name, ["--help"], resilient_parsing=True))
+            assert "default" in record[1], (name, p.opts)
+    if name == "interpolate":
+        assert usage == "Usage: sgmerge interpolate [OPTIONS] PRETRAINED FINETUNED"
+        assert re.search(r"^  PRETRAINED  ", text, re.M) and "--out PATH" in text
+        assert "--compute-dtype [float32|float64]" in text
+    if name == "lmc":
+        assert usage == "Usage: sgmerge lmc [OPTIONS] CHECKPOINTS..."
     if name == "finetune":  # required options are marked, defaults shown
         assert re.search(r"--model TEXT\s+.*\[required\]", text.replace("\n", " "))
         assert "[default: 3]" in text  # --epochs
