@@ -429,7 +429,7 @@ def test_repush_sends_only_what_changed(llama_pair, online, tmp_path, capsys) ->
     card.write_text(card.read_text() + "\nOne more line.\n")
     third = cli(capsys, "push", str(out), "org/m")
     assert third.returncode == 0, third.stderr
-    assert "pushed 1 files" in third.stdout and f"{n - 1} unchanged" in third.stdout
+    assert "pushed 1 file (" in third.stdout and f"{n - 1} unchanged" in third.stdout
     assert hub.committed[-1] == ["README.md"]  # only the changed file was sent
     assert hub.repos["org/m"].commits[hub.repos["org/m"].refs["main"]]["README.md"] == (
         card.read_bytes()

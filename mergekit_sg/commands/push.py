@@ -46,9 +46,13 @@ def push_headline(res: PushResult, size: str) -> str:
     where = f"{res.repo_id} ({res.revision})"
     same = len(res.unchanged)
     if not res.sent:
-        return f"nothing to push: {same} files already up to date on {where} (no new commit)"
-    head = f"pushed {len(res.sent)} files ({size}) to {where} in one commit"
+        return f"nothing to push: {_files(same)} already up to date on {where} (no new commit)"
+    head = f"pushed {_files(len(res.sent))} ({size}) to {where} in one commit"
     return f"{head}, {same} unchanged" if same else head
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
 
 
 def _push_recipe(
