@@ -76,6 +76,24 @@ def test_one_device_default_and_one_resolver() -> None:
     assert ScanOptions.model_fields["device"].default == "auto"
     assert LmcOptions.model_fields["device"].default == "auto"
     assert FinetuneOptions.model_fields["device"].default == "auto"
+    from mergekit_sg.merge.options import InterpolateOptions, RunOptions
+
+    assert RunOptions.model_fields["device"].default == "auto"  # interpolate, merge, soup
+    assert InterpolateOptions().device == "auto"
+
+
+def test_interpolate_device_auto_merges_on_this_machine(llama_pair, tmp_path) -> None:
+    """The default `auto` runs the merge where a GPU is, else on the CPU, and gives the
+    same bytes as an explicit `--device cpu` on a machine without one."""
+    import torch
+
+    pre, ft = str(llama_pair["pre_f32"]), str(llama_pair["ft_f32"])
+    assert _cli("interpolate", pre, ft, "-o", str(tmp_path / "auto"), "--alpha", "0.3") == 0
+    assert _cli("interpolate", pre, ft, "-o", str(tmp_path / "cpu"), "--alpha", "0.3",
+                "--device", "cpu") == 0  # fmt: skip
+    if not torch.cuda.is_available():
+        a = (tmp_path / "auto" / "model.safetensors").read_bytes()
+        assert a == (tmp_path / "cpu" / "model.safetensors").read_bytes()
 
 
 def test_training_progress_off_a_terminal_prints_lines(capsys) -> None:
