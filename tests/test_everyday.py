@@ -187,3 +187,14 @@ def test_package_model_names_the_hub_repo_it_copies(tmp_path) -> None:
     assert package_hub_id(tmp_path) is None
     card.write_text("from_pretrained('./local/dir')")
     assert package_hub_id(tmp_path) is None
+
+
+def test_loading_an_encoder_prints_no_bar(capfd) -> None:
+    """transformers' `Loading weights` bar (a tqdm line per load, in logs too) stays off."""
+    from mergekit_sg.commands import minilm_dir
+    from mergekit_sg.models.embedding_classifier import load_encoder
+
+    enc = load_encoder(minilm_dir())
+    assert enc.config.hidden_size == 384
+    captured = capfd.readouterr()
+    assert "Loading weights" not in captured.err + captured.out
