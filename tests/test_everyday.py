@@ -198,3 +198,46 @@ def test_loading_an_encoder_prints_no_bar(capfd) -> None:
     assert enc.config.hidden_size == 384
     captured = capfd.readouterr()
     assert "Loading weights" not in captured.err + captured.out
+
+
+def test_every_plain_cli_output_folder_has_its_recipe(llama_pair, tmp_path) -> None:
+    """merge, soup, scan and lmc run from the CLI leave OUT/sgmerge_recipe.yaml, a recipe that
+    `sgmerge run` validates and that names the inputs and the options given."""
+    import yaml
+
+    from mergekit_sg.commands.run import load_recipe
+
+    pre, ft = str(llama_pair["pre_f32"]), str(llama_pair["ft_f32"])
+    cfg = tmp_path / "lin.yml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "merge_method": "linear",
+                "models": [
+                    {"model": pre, "parameters": {"weight": 0.3}},
+                    {"model": ft, "parameters": {"weight": 0.7}},
+                ],
+            }
+        )
+    )
+    evals = ["--eval", "speciality=python:evalfns:weight_mean",
+             "--eval", "generality=python:evalfns:lm_loss,primary=accuracy"]  # fmt: skip
+    runs = {
+        "merge": ["merge", str(cfg), "-o", str(tmp_path / "merge"), "-q"],
+        "soup": ["soup", pre, ft, "-o", str(tmp_path / "soup"), "-q"],
+        "scan": ["scan", pre, ft, "--model", "hf:causal-lm", *evals, "--alphas", "0,1",
+                 "-o", str(tmp_path / "scan"), "-q"],
+        "lmc": ["lmc", pre, ft, "--model", "hf:causal-lm", "--eval",
+                "loss=python:evalfns:lm_loss", "--alphas", "0,1", "-o", str(tmp_path / "lmc")],
+    }  # fmt: skip
+    for name, args in runs.items():
+        assert _cli(*args) == 0, name
+        path = tmp_path / name / "sgmerge_recipe.yaml"
+        recipe = load_recipe(path)  # the run's own validation of commands and options
+        assert recipe.command.name == name and recipe.out == (tmp_path / name).absolute()
+        text = path.read_text()
+        if name in ("scan", "lmc"):
+            assert pre in text and ft in text and "evalfns" in text, text
+    assert "lin.yml" in (tmp_path / "merge" / "sgmerge_recipe.yaml").read_text()
+    scan_recipe = str(tmp_path / "scan" / "sgmerge_recipe.yaml")
+    assert _cli("run", scan_recipe, "--dry-run", "--force") == 0  # it exists: a rerun replaces it
