@@ -200,7 +200,7 @@ def test_loading_an_encoder_prints_no_bar(capfd) -> None:
     assert "Loading weights" not in captured.err + captured.out
 
 
-def test_every_plain_cli_output_folder_has_its_recipe(llama_pair, tmp_path) -> None:
+def test_every_plain_cli_output_folder_has_its_recipe(llama_pair, tmp_path, capsys) -> None:
     """merge, soup, scan and lmc run from the CLI leave OUT/sgmerge_recipe.yaml, a recipe that
     `sgmerge run` validates and that names the inputs and the options given."""
     import yaml
@@ -241,3 +241,7 @@ def test_every_plain_cli_output_folder_has_its_recipe(llama_pair, tmp_path) -> N
     assert "lin.yml" in (tmp_path / "merge" / "sgmerge_recipe.yaml").read_text()
     scan_recipe = str(tmp_path / "scan" / "sgmerge_recipe.yaml")
     assert _cli("run", scan_recipe, "--dry-run", "--force") == 0  # it exists: a rerun replaces it
+    capsys.readouterr()
+    # the lmc recipe reruns, and says what its barrier means, as the CLI does
+    assert _cli("run", str(tmp_path / "lmc" / "sgmerge_recipe.yaml")) == 0  # resumes
+    assert "linearly mode-connected" in capsys.readouterr().out
