@@ -275,3 +275,15 @@ def test_recipe_dry_run_checks_that_the_checkpoints_pair_up(llama_pair, tmp_path
     )
     assert _cli("run", str(good), "--dry-run") == 0
     assert "--exclude '*.no_such_tensor' matches no tensor" in capsys.readouterr().err
+
+
+def test_missing_required_options_are_named_at_once(tmp_path, capsys) -> None:
+    """A command missing several required options names them all in one line, status 2."""
+    capsys.readouterr()
+    assert _cli("finetune", "-o", str(tmp_path / "ft")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sgmerge: error: missing required options: --model, --pretrained, --data"]
+    assert _cli("finetune", "-o", str(tmp_path / "ft"), "--model", "hf:causal-lm",
+                "--data", "x.txt") == 2  # fmt: skip
+    assert "missing required option: --pretrained" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()
