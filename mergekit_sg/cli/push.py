@@ -39,7 +39,8 @@ def push_cmd(
     *,
     options: PushOptions,
 ) -> None:
-    """Upload FOLDER to the Hub repo REPO_ID in one commit (repo created if needed).
+    """Upload FOLDER to the Hub repo REPO_ID in one commit (repo created if needed); files
+    already on the branch unchanged are not sent again.
 
     The token comes from HF_TOKEN or the saved login (`hf auth login`); it is never printed or
     written anywhere."""
