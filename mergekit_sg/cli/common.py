@@ -27,12 +27,18 @@ def record_recipe(
 ) -> None:
     """A plain CLI run's recipe as OUT/sgmerge_recipe.yaml (`sgmerge run` redoes it): the
     command, inputs, output and the options that differ from their defaults (`extra`: options
-    the CLI takes as arguments). An output that already has one (written inside its atomic
+    the CLI takes as arguments). A single-file output (a Fisher file) gets it beside it as
+    FILE.sgmerge_recipe.yaml. An output that already has one (written inside its atomic
     folder) keeps it."""
     from mergekit_sg.io.card import RECIPE_FILE, recipe_text
 
-    dest = out / RECIPE_FILE
-    if not out.is_dir() or dest.exists():
+    if out.is_dir():
+        dest = out / RECIPE_FILE
+    elif out.is_file():
+        dest = out.with_name(f"{out.name}.{RECIPE_FILE}")  # as commands.recipe_sidecar
+    else:
+        return
+    if dest.exists():
         return
     opts = {**options.model_dump(exclude_defaults=True), **(extra or {})}
     dest.write_text(recipe_text(command, out.absolute(), opts, inputs))
