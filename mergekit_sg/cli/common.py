@@ -28,8 +28,8 @@ def record_recipe(
     """A plain CLI run's recipe as OUT/sgmerge_recipe.yaml (`sgmerge run` redoes it): the
     command, inputs, output and the options that differ from their defaults (`extra`: options
     the CLI takes as arguments). A single-file output (a Fisher file) gets it beside it as
-    FILE.sgmerge_recipe.yaml. An output that already has one (written inside its atomic
-    folder) keeps it."""
+    FILE.sgmerge_recipe.yaml. A results folder that a later run resumes or extends (scan,
+    lmc) gets the later run's recipe."""
     from mergekit_sg.io.card import RECIPE_FILE, recipe_text
 
     if out.is_dir():
@@ -37,8 +37,6 @@ def record_recipe(
     elif out.is_file():
         dest = out.with_name(f"{out.name}.{RECIPE_FILE}")  # as commands.recipe_sidecar
     else:
-        return
-    if dest.exists():
         return
     opts = {**options.model_dump(exclude_defaults=True), **(extra or {})}
     dest.write_text(recipe_text(command, out.absolute(), opts, inputs))
