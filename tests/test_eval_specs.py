@@ -99,9 +99,13 @@ def test_limit_is_a_positive_integer_for_every_kind(kind: str, n: int) -> None:
 
 
 def _scan_recipe(tmp_path: Path, evals: list[str]) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
     pre, ft = tmp_path / "pre", tmp_path / "ft"
-    pre.mkdir()
-    ft.mkdir()
+    for d in (pre, ft):  # a dry run also checks that the two checkpoints' keys pair up
+        d.mkdir()
+        save_file({"w": torch.zeros(2)}, str(d / "model.safetensors"))
     lines = "\n".join(f"    - {e}" for e in evals)
     path = tmp_path / "scan.yaml"
     path.write_text(

@@ -399,3 +399,50 @@ def test_push_recipe_dry_run_then_push(llama_pair, online, tmp_path, capsys, mon
     refused = cli(capsys, "run", str(recipe), "--force")
     assert refused.returncode == 2 and "push has no force option" in refused.stderr
     assert_no_token(tmp_path, plan, dry, r, refused)
+
+
+def test_repush_sends_only_what_changed(llama_pair, online, tmp_path, capsys) -> None:
+    """A second push of the same folder sends nothing and makes no commit; after one file
+    changes, only that file goes up, and the line says how many were already there. The
+    weights are compared by their LFS sha256, the small files by their git blob id."""
+    from hubserver import git_blob_sha1
+
+    from mergekit_sg.io.hub import RemoteFile, UploadFile, git_blob_id, same_as_remote
+
+    hub = online
+    out = interpolate(llama_pair["pre_f32"], llama_pair["ft_f32"], tmp_path / "m", alpha=0.5).out
+    n = len(plan_upload(out))
+    first = cli(capsys, "push", str(out), "org/m")
+    assert first.returncode == 0, first.stderr
+    assert f"pushed {n} files" in first.stdout and "unchanged" not in first.stdout
+    head = hub.repos["org/m"].refs["main"]
+
+    again = cli(capsys, "push", str(out), "org/m")
+    assert again.returncode == 0, again.stderr
+    assert f"nothing to push: {n} files already up to date on org/m (main)" in again.stdout
+    assert f"commit: {hub.url}/org/m/commit/{head}" in again.stdout  # the branch's head
+    assert hub.commits_posted("org/m") == 1 and hub.repos["org/m"].refs["main"] == head
+    res = push_folder(out, "org/m", endpoint=hub.url)  # the Python API says the same
+    assert res.sent == [] and sorted(res.unchanged) == sorted(f.path_in_repo for f in res.files)
+
+    card = out / "README.md"
+    card.write_text(card.read_text() + "\nOne more line.\n")
+    third = cli(capsys, "push", str(out), "org/m")
+    assert third.returncode == 0, third.stderr
+    assert "pushed 1 file (" in third.stdout and f"{n - 1} unchanged" in third.stdout
+    assert hub.committed[-1] == ["README.md"]  # only the changed file was sent
+    assert hub.repos["org/m"].commits[hub.repos["org/m"].refs["main"]]["README.md"] == (
+        card.read_bytes()
+    )
+
+    # the comparison itself: git blob id as git computes it; LFS by sha256; size first
+    weights = out / "model.safetensors"
+    data = weights.read_bytes()
+    assert git_blob_id(weights) == git_blob_sha1(data)
+    f = UploadFile("model.safetensors", weights, len(data))
+    sha = __import__("hashlib").sha256(data).hexdigest()
+    assert same_as_remote(f, sha, RemoteFile("x" * 40, len(data), sha))
+    assert not same_as_remote(f, sha, RemoteFile("x" * 40, len(data), "0" * 64))
+    assert not same_as_remote(f, sha, RemoteFile(git_blob_sha1(data), len(data) + 1))
+    assert same_as_remote(f, sha, RemoteFile(git_blob_sha1(data), len(data)))
+    assert not same_as_remote(f, sha, None)

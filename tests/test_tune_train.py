@@ -344,6 +344,11 @@ def test_cli_fisher_finetune_ewc_and_fisher_interpolate(bert, tmp_path: Path, ca
     common += ["--data", str(bert["train"]), "--labels", "neg,pos", "--max-length", "16"]
     assert _cli("fisher", *common, "-o", str(tmp_path / "f0.safetensors"), "--samples", "8") == 0
     assert "over 8 examples" in capsys.readouterr().out
+    from mergekit_sg.commands.run import load_recipe  # the plain run's recipe, beside the file
+
+    side = tmp_path / "f0.safetensors.sgmerge_recipe.yaml"
+    assert load_recipe(side).command.name == "fisher" and "--samples" not in side.read_text()
+    assert "samples: 8" in side.read_text()
     code = _cli(
         "finetune",
         *common,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import signal
 import sys
 import traceback
@@ -11,6 +12,7 @@ import warnings
 
 import click
 import typer
+from typer.core import TyperCommand
 
 from mergekit_sg.cli.common import err_console
 from mergekit_sg.errors import SgMergeError, Terminated
@@ -54,6 +56,54 @@ COMMANDS = {
 }
 
 
+_TYPE_WORDS = {"str": "TEXT", "int": "INT", "float": "FLOAT", "path": "PATH", "bool": "BOOLEAN"}
+
+
+def _metavar(label: str) -> str:
+    """typer's `<type>` placeholder as a plain CLI metavar: `<str>` -> TEXT, `<path>` -> PATH,
+    `<list[str]>` -> TEXT (the option repeats), a choice `<a|b>` -> `[a|b]`."""
+    inner = re.fullmatch(r"list\[(.*)\]", label)
+    if inner:
+        label = inner.group(1)
+    if "|" in label:
+        return f"[{label}]"
+    return _TYPE_WORDS.get(label, label.upper())
+
+
+class PlainHelpCommand(TyperCommand):
+    """A command whose help reads like a plain CLI's: `Usage: sgmerge X [OPTIONS] A B` (an
+    optional argument in brackets, a variadic one as `A...`), arguments without type
+    placeholders, options with TEXT/INT/FLOAT/PATH metavars and choices as `[a|b]`."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:  # type: ignore[override]
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if p.param_type_name != "argument":
+                continue
+            name = p.metavar or (p.name or "").upper()
+            if p.nargs != 1:
+                name += "..."
+            pieces.append(name if p.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:  # type: ignore[override]
+        args: list[tuple[str, str]] = []
+        opts: list[tuple[str, str]] = []
+        for p in self.get_params(ctx):
+            record = p.get_help_record(ctx)
+            if record is None:
+                continue
+            name, help_ = record
+            if p.param_type_name == "argument":
+                args.append((re.sub(r"\s*<[^<>]*>", "", name), help_))
+            else:
+                opts.append((re.sub(r"<([^<>]*)>", lambda m: _metavar(m.group(1)), name), help_))
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
 def build_app(only: str | None = None) -> typer.Typer:
     """The typer app with every command, or with `only` that one (a faster start)."""
     app = typer.Typer(
@@ -67,7 +117,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     for name, (module, fn) in COMMANDS.items():
         if only is None or name == only:
             mod = importlib.import_module(module)
-            app.command(name)(getattr(mod, fn))
+            app.command(name, cls=PlainHelpCommand)(getattr(mod, fn))
     app.callback()(_root)
     return app
 

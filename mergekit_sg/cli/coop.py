@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mergekit_sg.cli.common import console
+from mergekit_sg.cli.common import console, record_recipe
 from mergekit_sg.cli.flags import with_options
 from mergekit_sg.commands.coop import CoopOptions, coop, prompt_lines
 
@@ -23,6 +23,7 @@ def coop_cmd(
 ) -> None:
     """Learn a CoOp prompt (context vectors before each class name) for a frozen CLIP."""
     res = coop(out, options, quiet=quiet)
+    record_recipe("coop", out, options)
     if not quiet:
         for line in prompt_lines(res, "prompt"):
             console.print(line)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mergekit_sg.cli.common import console
+from mergekit_sg.cli.common import console, record_recipe
 from mergekit_sg.cli.flags import with_options
 from mergekit_sg.commands.fisher import FisherOptions, compute_fisher
 
@@ -24,5 +24,6 @@ def fisher_cmd(
 ) -> None:
     """Estimate the diagonal Fisher of a model on data (for EWC and Fisher-weighted merging)."""
     res = compute_fisher(out, options, quiet=quiet)
+    record_recipe("fisher", out, options)
     if not quiet:
         console.print(res.summary(), markup=False, highlight=False)

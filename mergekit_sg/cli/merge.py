@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mergekit_sg.cli.common import console
+from mergekit_sg.cli.common import console, record_recipe
 from mergekit_sg.cli.flags import with_options
 from mergekit_sg.commands.merge import MergeOptions, merge_command, summary_lines
 from mergekit_sg.io.progress import make_progress
@@ -31,6 +31,7 @@ def merge_cmd(
     breadcrumbs, fisher); --param NAME=V1,V2 writes OUT/NAME-V for each value in one pass."""
     t0 = time.perf_counter()
     res = merge_command(config, out, options, progress=make_progress(quiet))
+    record_recipe("merge", out, options, extra={"config": str(config)})
     if quiet:
         return
     for line in summary_lines(res, time.perf_counter() - t0):

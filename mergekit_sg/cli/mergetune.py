@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mergekit_sg.cli.common import console
+from mergekit_sg.cli.common import console, record_recipe
 from mergekit_sg.cli.flags import with_options
 from mergekit_sg.commands.mergetune import MergetuneOptions, mergetune, summary_lines
 
@@ -25,6 +25,7 @@ def mergetune_cmd(
     """Continue a fine-tuned model so it keeps low-loss linear paths to the zero-shot model and
     to itself (MERGETUNE); check with `sgmerge lmc ZERO_SHOT OUT FINETUNED`."""
     res = mergetune(out, options, quiet=quiet)
+    record_recipe("mergetune", out, options)
     if quiet:
         return
     for line in summary_lines(res):

@@ -11,11 +11,12 @@ from rich.table import Table
 from mergekit_sg.cli.common import console
 from mergekit_sg.cli.flags import with_options
 from mergekit_sg.commands.format import human_bytes
-from mergekit_sg.commands.push import PushOptions, PushResult, push_folder
+from mergekit_sg.commands.push import PushOptions, PushResult, push_folder, push_headline
 
 
 def print_push(res: PushResult) -> None:
-    """A dry run lists the files with sizes; a push prints the commit URL."""
+    """A dry run lists the files with sizes; a push says what it sent and what was already
+    there, and prints the commit URL (the branch's head when nothing was sent)."""
     if res.dry_run:
         t = Table("file", "size", title=f"would push to {res.repo_id} ({res.revision})")
         for f in res.files:
@@ -25,10 +26,7 @@ def print_push(res: PushResult) -> None:
             f"{len(res.files)} files, {human_bytes(res.total_bytes)} (dry run: nothing sent)"
         )
         return
-    console.print(
-        f"pushed {len(res.files)} files ({human_bytes(res.total_bytes)}) to {res.repo_id} "
-        f"({res.revision}) in one commit"
-    )
+    console.print(push_headline(res, human_bytes(res.sent_bytes)), soft_wrap=True)
     console.print(f"commit: {res.commit_url}", soft_wrap=True, highlight=False)
 
 
@@ -41,7 +39,8 @@ def push_cmd(
     *,
     options: PushOptions,
 ) -> None:
-    """Upload FOLDER to the Hub repo REPO_ID in one commit (repo created if needed).
+    """Upload FOLDER to the Hub repo REPO_ID in one commit (repo created if needed); files
+    already on the branch unchanged are not sent again.
 
     The token comes from HF_TOKEN or the saved login (`hf auth login`); it is never printed or
     written anywhere."""

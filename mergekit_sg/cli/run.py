@@ -12,6 +12,7 @@ from mergekit_sg.cli.common import command_line, console
 from mergekit_sg.commands.recipe import Recipe
 from mergekit_sg.commands.run import (
     check_destination_free,
+    check_inputs_match,
     check_recipe,
     load_recipes,
     plan_rows,
@@ -59,6 +60,7 @@ def run_cmd(
             check_recipe(rec)
             print_plan(rec)
             check_destination_free(rec)
+            check_inputs_match(rec)
         console.print("dry run: nothing written")
         return
     if len(recs) == 1 and ray is None:

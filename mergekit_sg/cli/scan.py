@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mergekit_sg.cli.common import console
+from mergekit_sg.cli.common import console, record_recipe
 from mergekit_sg.cli.flags import with_options
 from mergekit_sg.commands.lmc import LmcOptions, lmc_command, lmc_table
 from mergekit_sg.commands.scan import (
@@ -62,6 +62,7 @@ def scan_cmd(
         raise SgMergeError("scan: give PRETRAINED FINETUNED, or --config CFG --param NAME=VALUES")
     else:
         report = scan_command(pretrained, finetuned, out, options, make_progress(quiet))
+        record_recipe("scan", out, options, {"pretrained": pretrained, "finetuned": finetuned})
     console.print(scan_table(report))
     what = "alpha" if not options.config else "".join(options.param).partition("=")[0]
     if report.selection:
@@ -90,6 +91,10 @@ def lmc_cmd(
 ) -> None:
     """Loss along the linear path(s) and the barrier height, max of L(alpha) above the chord."""
     report = lmc_command(checkpoints, out, options, make_progress(quiet))
+    if len(checkpoints) in (2, 3):  # the lmc recipe (a, b) or lmc-mergetune (three models)
+        names = ("a", "b") if len(checkpoints) == 2 else ("zero_shot", "continued", "finetuned")
+        command = "lmc" if len(checkpoints) == 2 else "lmc-mergetune"
+        record_recipe(command, out, options, dict(zip(names, checkpoints, strict=True)))
     console.print(lmc_table(report))
     for b in report.barriers:
         console.print(b.sentence(), highlight=False)

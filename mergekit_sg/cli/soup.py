@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mergekit_sg.cli.common import console
+from mergekit_sg.cli.common import console, record_recipe
 from mergekit_sg.cli.flags import with_options
 from mergekit_sg.commands.soup import SoupOptions, soup, summary_lines
 from mergekit_sg.io.progress import make_progress
@@ -31,6 +31,7 @@ def soup_cmd(
     that improve the held-out score, best first; the card says what went in and why."""
     t0 = time.perf_counter()
     rep = soup(candidates, out, options, progress=make_progress(quiet))
+    record_recipe("soup", rep.merged.out, options, extra={"candidates": list(candidates)})
     if quiet:
         return
     for line in summary_lines(rep, time.perf_counter() - t0):

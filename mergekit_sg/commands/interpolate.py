@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mergekit_sg.commands.format import human_bytes
-from mergekit_sg.commands.push import push_output
+from mergekit_sg.commands.push import push_headline, push_output
 from mergekit_sg.commands.recipe import RecipeContext, RecipeResult, recipe_command
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.card import CardExtras
@@ -72,7 +72,7 @@ def _interpolate_recipe(
     )
     lines = [f"alpha={a:g} -> {p}" for a, p in res.outputs.items()]
     if push is not None:
-        lines.append(f"pushed {len(push.files)} files to {push.repo_id}: {push.commit_url}")
+        lines.append(f"{push_headline(push, f'{push.sent_bytes:,} bytes')}: {push.commit_url}")
     return RecipeResult(outputs=list(res.outputs.values()), lines=lines)
 
 

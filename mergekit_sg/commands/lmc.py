@@ -39,7 +39,7 @@ def _lmc_recipe(
 ) -> RecipeResult:
     assert out is not None
     rep = lmc_command(list(inputs.values()), out, options, ctx.progress)
-    lines = [f"{b.path}: barrier {b.height:.4g} at alpha {b.at:g}" for b in rep.barriers]
+    lines = [b.sentence() for b in rep.barriers]  # the figure and what it means, as the CLI
     return RecipeResult(outputs=[out], lines=lines)
 
 

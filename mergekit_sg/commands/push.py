@@ -9,7 +9,15 @@ from mergekit_sg.commands.recipe import RecipeContext, RecipeResult, recipe_comm
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.hub import PushOptions, PushResult, push_folder
 
-__all__ = ["RECIPE", "PushOptions", "PushResult", "push_folder", "push_lines", "push_output"]
+__all__ = [
+    "RECIPE",
+    "PushOptions",
+    "PushResult",
+    "push_folder",
+    "push_headline",
+    "push_lines",
+    "push_output",
+]
 
 
 def push_output(out: Path, repo_id: str, private: bool, message: str) -> PushResult:
@@ -29,10 +37,22 @@ def push_lines(res: PushResult) -> list[str]:
         lines = [f"  {f.path_in_repo} ({f.size:,} bytes)" for f in res.files]
         head = f"would push {len(res.files)} files ({res.total_bytes:,} bytes) to {where}"
         return [head, *lines, "dry run: nothing sent"]
-    return [
-        f"pushed {len(res.files)} files ({res.total_bytes:,} bytes) to {where} in one commit",
-        f"commit: {res.commit_url}",
-    ]
+    return [push_headline(res, f"{res.sent_bytes:,} bytes"), f"commit: {res.commit_url}"]
+
+
+def push_headline(res: PushResult, size: str) -> str:
+    """What a push did in one line: files sent in one commit and files already there, or
+    that nothing needed sending (`size`: the bytes sent, as the caller writes sizes)."""
+    where = f"{res.repo_id} ({res.revision})"
+    same = len(res.unchanged)
+    if not res.sent:
+        return f"nothing to push: {_files(same)} already up to date on {where} (no new commit)"
+    head = f"pushed {_files(len(res.sent))} ({size}) to {where} in one commit"
+    return f"{head}, {same} unchanged" if same else head
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
 
 
 def _push_recipe(

@@ -189,6 +189,37 @@ def check_destination_free(recipe: Recipe) -> None:
         check_destination(recipe.out, bool(getattr(recipe.options, "force", False)))
 
 
+def check_inputs_match(recipe: Recipe) -> None:
+    """What a dry run of a recipe that pairs two checkpoints (interpolate, scan) checks beyond
+    the options: that their keys and shapes pair up as the run would pair them, from the
+    headers alone (no tensor is read). Hub inputs are not fetched for this; the plan's
+    warnings (a pattern that matches no tensor) are shown as the run would show them."""
+    import contextlib
+    import warnings
+
+    from mergekit_sg.io.checkpoint import open_checkpoint
+    from mergekit_sg.merge.options import InterpolateOptions
+    from mergekit_sg.merge.plan import build_plan
+
+    ins = recipe.inputs
+    if recipe.command.name not in ("interpolate", "scan") or not {"pretrained", "finetuned"} <= set(
+        ins
+    ):
+        return
+    if any(_where(ins[k]).startswith("Hub") for k in ("pretrained", "finetuned")):
+        return
+    opts = recipe.options if isinstance(recipe.options, InterpolateOptions) else None
+    opts = (opts or InterpolateOptions()).model_copy(update={"fisher": []})
+    with contextlib.ExitStack() as stack:
+        pre = open_checkpoint(ins["pretrained"], side_weights=True)
+        stack.callback(pre.close)
+        ft = open_checkpoint(ins["finetuned"], side_weights=True)
+        stack.callback(ft.close)
+        plan = build_plan(pre, ft, opts, [])
+    for w in plan.warnings:
+        warnings.warn(w, stacklevel=2)
+
+
 def _where(ref: str) -> str:
     """Where an input comes from; local and package inputs are checked, Hub ones not fetched."""
     local = Path(ref).expanduser().exists() or ref.startswith(PKG_PREFIX)

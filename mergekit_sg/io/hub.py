@@ -1,10 +1,13 @@
 """Pushing an output folder to the Hugging Face Hub: the repo is created if needed (private on
-request) and every file goes up in one commit. The token is huggingface_hub's own (HF_TOKEN or
+request) and every file that differs from the repo's copy at the branch goes up in one commit;
+files already there byte for byte (same git blob id, or same LFS sha256) are not sent again, and
+a push with nothing changed makes no commit. The token is huggingface_hub's own (HF_TOKEN or
 the saved login): this module never reads, prints or stores it, and its errors never quote it.
 Downloads are the other way round, in io/reference.py."""
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +51,8 @@ class PushOptions(BaseModel):
 
 @dataclass
 class PushResult:
-    """What a push did (or, for a dry run, would do)."""
+    """What a push did (or, for a dry run, would do): `files` is the whole folder, `unchanged`
+    the paths whose bytes were already on the branch (not sent again)."""
 
     repo_id: str
     revision: str
@@ -58,10 +62,21 @@ class PushResult:
     commit_oid: str | None = None
     private: bool | None = None
     warnings: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+    @property
+    def sent(self) -> list[UploadFile]:
+        """The files this push uploaded (all of them for a dry run)."""
+        same = set(self.unchanged)
+        return [f for f in self.files if f.path_in_repo not in same]
+
+    @property
+    def sent_bytes(self) -> int:
+        return sum(f.size for f in self.sent)
 
 
 def check_repo_id(repo_id: str) -> str:
@@ -161,9 +176,62 @@ def _push(result: PushResult, message: str, endpoint: str | None) -> None:
             warnings.warn(msg, stacklevel=3)
     if result.revision != "main":
         api.create_branch(result.repo_id, branch=result.revision, exist_ok=True)
-    ops = [CommitOperationAdd(f.path_in_repo, str(f.local)) for f in result.files]
+    remote = _remote_files(api, result.repo_id, result.revision)
+    ops = []
+    for f in result.files:
+        op = CommitOperationAdd(f.path_in_repo, str(f.local))
+        if same_as_remote(f, op.upload_info.sha256.hex(), remote.get(f.path_in_repo)):
+            result.unchanged.append(f.path_in_repo)
+        else:
+            ops.append(op)
+    if not ops:  # everything is already there: no empty commit; point at the branch's head
+        head = api.repo_info(result.repo_id, revision=result.revision).sha
+        result.commit_oid = head
+        result.commit_url = f"{api.endpoint}/{result.repo_id}/commit/{head}"
+        return
     info = api.create_commit(result.repo_id, ops, commit_message=message, revision=result.revision)
     result.commit_url, result.commit_oid = info.commit_url, info.oid
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file on the branch as the Hub lists it: git blob id, size, LFS sha256 if stored in LFS."""
+
+    blob_id: str
+    size: int
+    lfs_sha256: str | None = None
+
+
+def _remote_files(api: object, repo_id: str, revision: str) -> dict[str, RemoteFile]:
+    """Every file on `revision` of the repo (path -> RemoteFile), from the Hub's tree listing."""
+    from huggingface_hub.hf_api import RepoFile
+
+    out = {}
+    for entry in api.list_repo_tree(repo_id, revision=revision, recursive=True):  # type: ignore[attr-defined]
+        if isinstance(entry, RepoFile):
+            sha = entry.lfs.sha256 if entry.lfs is not None else None
+            out[entry.path] = RemoteFile(entry.blob_id, entry.size, sha)
+    return out
+
+
+def git_blob_id(path: Path, chunk: int = 1 << 20) -> str:
+    """The git object id of a file's bytes, sha1(b"blob SIZE\\0" + bytes): what the Hub
+    reports as a regular (non-LFS) file's oid."""
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def same_as_remote(local: UploadFile, sha256: str, remote: RemoteFile | None) -> bool:
+    """Whether the local file's bytes are the remote's: an LFS file by its sha256, a regular
+    one by its git blob id (sizes compared first, so a changed size costs no hashing)."""
+    if remote is None or remote.size != local.size:
+        return False
+    if remote.lfs_sha256 is not None:
+        return remote.lfs_sha256 == sha256
+    return remote.blob_id == git_blob_id(local.local)
 
 
 def _push_error(e: Exception) -> str:

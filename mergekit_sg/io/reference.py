@@ -72,7 +72,8 @@ def resolve(ref: str, cache_dir: str | None = None) -> Resolved:
     if path.exists():
         return Resolved(ref=ref, path=path)
     if ref.startswith(PKG_PREFIX):
-        return Resolved(ref=ref, path=package_path(ref))
+        folder = package_path(ref)
+        return Resolved(ref=ref, path=folder, hub_id=package_hub_id(folder))
     uri = HF_URI.match(ref)
     if uri is not None:
         rev = unquote(uri.group("rev")) if uri.group("rev") else None
@@ -109,6 +110,35 @@ def package_path(ref: str) -> Path:
         found = f"several folders ({', '.join(dirs)}); name one: {ref}/FOLDER" if dirs else "none"
         raise SgMergeError(f"{ref}: package {dist_name} ships weight files in {found}")
     return Path(str(dist.locate_file(dirs[0])))
+
+
+# `SentenceTransformer('org/name')`, `AutoModel.from_pretrained("org/name")` in a card's usage
+_LOADS_FROM = re.compile(
+    r"""(?:SentenceTransformer|from_pretrained)\(\s*['"]([A-Za-z0-9][\w.-]*/[\w.-]+)['"]"""
+)
+
+
+def package_hub_id(folder: Path) -> str | None:
+    """The Hub repo a packaged model (`pkg:DIST`) is a copy of, so cards keep it as
+    `base_model`: the one repo id that the model's own card (README.md) loads in its usage
+    code (`SentenceTransformer('org/name')`, `from_pretrained('org/name')`); None when the
+    card names none, or several different ones."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    card = folder / "README.md"
+    try:
+        text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return None
+    ids = set(_LOADS_FROM.findall(text))
+    if len(ids) != 1:
+        return None
+    (repo,) = ids
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        return None
+    return repo
 
 
 def _offline() -> bool:

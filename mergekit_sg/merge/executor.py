@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mergekit_sg.device import resolve_device
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.dtypes import itemsize
 from mergekit_sg.io.progress import NullProgress, Progress
@@ -184,7 +185,7 @@ class _Executor:
         # Output order: every file is then written front to back (the O_DIRECT path); the
         # inputs are still read mostly in order, as the outputs follow an input's layout.
         self.entries = sorted(plan.entries, key=lambda e: writers[0].position(e.name))
-        self.dev = torch.device(device)
+        self.dev = resolve_device(device)  # `auto`: a GPU if one is visible, else cpu
         self.cuda = self.dev.type == "cuda"
         es = plan.entries
         max_in = max(

@@ -48,7 +48,9 @@ class RunOptions(BaseModel):
         default="float32", description="Dtype the arithmetic is done in."
     )
     max_shard_size: str = Field(default="5GB", description="Largest output shard, e.g. 5GB, 2GiB.")
-    device: str = Field(default="cpu", description="Where the math runs: cpu or cuda[:N].")
+    device: str = Field(
+        default="auto", description="Where the math runs: cpu, cuda[:N] or auto (a GPU if any)."
+    )
     side_files: bool = Field(default=True, description="Copy config/tokenizer files.")
     model_card: bool = Field(default=True, description="Write a README.md model card.")
     force: bool = Field(default=False, description="Replace an existing destination.")

@@ -115,10 +115,12 @@ def save_embedding_classifier(
 
 def load_encoder(path: Path) -> torch.nn.Module:
     """The encoder exactly as the folder stores it (pooler included), without transformers'
-    load report (a legacy folder may still hold head.weight in model.safetensors)."""
+    load report (a legacy folder may still hold head.weight in model.safetensors) and without
+    its `Loading weights` bar (noise in logs; our own progress says what is happening)."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # as models/adapters.py does for every hf load
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
