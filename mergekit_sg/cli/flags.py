@@ -53,6 +53,8 @@ def _option(name: str, field: Any) -> inspect.Parameter:
     if origin is list:
         inner = typing.get_args(ann)[0] if typing.get_args(ann) else str
         meta = _METAVAR.get(inner, "TEXT")
+        if inner in (int, float):  # a comma list or START:STOP:STEP ranges (mergekit_sg.alphas)
+            meta = "VALUES"
         if typing.get_origin(inner) is Literal:  # a comma list of names: --report-to a,b
             meta = ",".join(str(a) for a in typing.get_args(inner))
         return _param(
