@@ -121,11 +121,16 @@ def table(
 def summary(rows: list[dict[str, Any]], margin: float = 0.005) -> str:
     """How many mitigated runs lie above the WiSE-FT curve by more than `margin`."""
     above = [r for r in rows if r["vs_wise"] is not None and r["vs_wise"] > margin]
-    return (
+    beyond = [r for r in rows if r["vs_wise"] is None]
+    names = lambda rs: ", ".join(f"{r['method']}-{r['strength']:g}" for r in rs)  # noqa: E731
+    out = (
         f"{len(rows)} mitigated fine-tunes; {len(above)} above the WiSE-FT curve by more than "
         f"{margin:g} generality at equal or higher speciality"
-        + (": " + ", ".join(f"{r['method']}-{r['strength']:g}" for r in above) if above else "")
+        + (f": {names(above)}" if above else "")
     )
+    if beyond:
+        out += f"; {len(beyond)} more special than every WiSE-FT merge: {names(beyond)}"
+    return out
 
 
 @dataclass
