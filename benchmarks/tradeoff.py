@@ -9,6 +9,7 @@ positive means the method beats every merge that is at least as special.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,14 @@ def fmt(v: Any, nd: int = 3) -> str:
     if isinstance(v, float):
         return f"{v:+.{-nd}f}" if nd < 0 else f"{v:.{nd}f}"
     return str(v)
+
+
+def generality_ci95(accs: list[float], ns: list[int]) -> float:
+    """Half-width of the 95% interval of the mean of independent accuracies, binomial per task:
+    1.96 * sqrt(sum_i p_i (1 - p_i) / n_i) / k. Two models scored on the same questions differ
+    by less noise than this (the questions are shared), so it is a conservative yardstick."""
+    var = sum(p * (1 - p) / n for p, n in zip(accs, ns, strict=True))
+    return 1.96 * math.sqrt(var) / len(accs)
 
 
 def compare(wise_rows: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
