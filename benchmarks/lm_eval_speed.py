@@ -65,6 +65,11 @@ metric_list:
 """
 
 
+def load() -> str:
+    """The 1, 5 and 15 minute load averages (what `uptime` prints)."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def write_tasks(root: Path, n: int) -> None:
     rng = random.Random(0)
     lines = [ln.split() for ln in _gensim("questions-words.txt").read_text().splitlines()]
@@ -142,12 +147,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32, help="questions per multiple-choice task")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = ap.parse_args()
+    import torch
+
+    # one thread: on a shared 2-core machine a second OpenMP thread spin-waits for a core that
+    # another process holds, which made both tools 5-20x slower at load ~9 (first measurement)
+    torch.set_num_threads(args.threads)
+    print(f"load at start: {load()}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="sg-lmeval-speed-"))
     write_tasks(root, args.n)
     model = load_model("hf:causal-lm", GGUF)
-    import torch
-
     print(f"torch threads {torch.get_num_threads()}, batch {args.batch_size}, n {args.n}")
     pairs = {"analogy": ("acc", "accuracy"), "sentiment": ("acc", "accuracy")}
     pairs["speeches"] = ("word_perplexity", "word_perplexity")
@@ -178,6 +188,7 @@ def main() -> None:
         f"| all | {total['lm-eval']:.1f} | {total['ours']:.1f} | "
         f"{total['ours'] / total['lm-eval']:.2f} | | |"
     )
+    print(f"load at end: {load()}")
     print("\n".join(lines))
 
 
