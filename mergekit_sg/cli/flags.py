@@ -65,10 +65,12 @@ def _option(name: str, field: Any) -> inspect.Parameter:
     if origin is Literal:
         return _param(name, ann | None, typer.Option(flag, help=help_, show_default=False))
     py = ann if ann in (int, float, str) else str
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    meta = str(extra.get("metavar", _METAVAR[py]))  # e.g. VALUES for an alpha grid given as text
     return _param(
         name,
         py | None,
-        typer.Option(flag, help=help_, metavar=_METAVAR[py], show_default=False),
+        typer.Option(flag, help=help_, metavar=meta, show_default=False),
     )
 
 

@@ -99,12 +99,21 @@ def _panel_title(name: str, role: str, metric: str) -> str:
     return f"{name}: {metric}{tag}"
 
 
+def honest_range(values: list[float], min_span: float = MIN_SPAN) -> tuple[float, float] | None:
+    """An axis range at least `min_span` wide centred on the data, or None when the data already
+    span that much (autoscaling is then honest): a 0.003 change must not fill the axis."""
+    lo, hi = min(values), max(values)
+    if hi - lo >= min_span:
+        return None
+    mid = (hi + lo) / 2
+    return mid - min_span / 2, mid + min_span / 2
+
+
 def _honest_ylim(ax: object, ys: list[float]) -> None:
-    """Pad the y-range to at least MIN_SPAN around the data, and say the change in the title."""
-    lo, hi = min(ys), max(ys)
-    if hi - lo < MIN_SPAN:
-        mid = (hi + lo) / 2
-        ax.set_ylim(mid - MIN_SPAN / 2, mid + MIN_SPAN / 2)  # type: ignore[attr-defined]
+    """Pad the y-range to at least MIN_SPAN around the data (the title says the change)."""
+    span = honest_range(ys)
+    if span is not None:
+        ax.set_ylim(*span)  # type: ignore[attr-defined]
 
 
 def _alpha_ticks(ax: object, alphas: list[float]) -> None:
@@ -174,6 +183,13 @@ def _tradeoff_plot(report: ScanReport, out: Path) -> Path | None:
     ax.plot(a0[2], a0[1], "s", ms=9, color="tab:orange", label="pretrained / zero-shot (α=0)")
     ax.plot(a1[2], a1[1], "D", ms=8, color="tab:blue", label="fine-tuned (α=1)")
     ax.margins(0.1)
+    for values, set_lim in (
+        ([g for *_, g in pts], ax.set_xlim),
+        ([s for _, s, _ in pts], ax.set_ylim),
+    ):
+        span = honest_range(values, 1.2 * MIN_SPAN)  # both axes: tiny changes look tiny
+        if span is not None:
+            set_lim(*span)
     ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.yaxis.set_major_locator(MaxNLocator(6))
     ax.ticklabel_format(useOffset=False)
@@ -247,6 +263,10 @@ def write_lmc_outputs(report: LmcReport, out: Path) -> list[Path]:
             )  # fmt: skip
     ax.plot([], [], "--", color="gray", lw=0.8, label="chord: straight line between endpoints")
     metric = report.barriers[0].metric if report.barriers else "loss"
+    ys = [v for b in report.barriers for v in b.losses]
+    span = honest_range(ys, max(MIN_SPAN, 0.1 * max(abs(v) for v in ys))) if ys else None
+    if span is not None:  # a flat path reads flat: at least 10% of the loss's size in view
+        ax.set_ylim(*span)
     ax.set_title(
         f"Linear mode connectivity: {metric} along the path\n"
         "barrier = highest rise of the curve above its chord (arrow); none = connected",

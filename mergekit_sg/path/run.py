@@ -74,7 +74,11 @@ class PathOptions(BaseModel):
 class ScanOptions(PathOptions):
     """sgmerge scan: speciality and generality along pretrained -> fine-tuned."""
 
-    alphas: str = Field(default="0:1:0.1", description="START:STOP:STEP or a comma list.")
+    alphas: str = Field(
+        default="0:1:0.1",
+        description="START:STOP:STEP or a comma list.",
+        json_schema_extra={"metavar": "VALUES"},
+    )
     select: Rule = Field(default="max-hm", description="max-hm, max-generality or max-speciality.")
     min_speciality: str | None = Field(
         default=None,
@@ -113,7 +117,11 @@ class ScanOptions(PathOptions):
 class LmcOptions(PathOptions):
     """sgmerge lmc: loss along the path(s) and the barrier heights."""
 
-    alphas: str = Field(default="0:1:0.05", description="START:STOP:STEP or a comma list.")
+    alphas: str = Field(
+        default="0:1:0.05",
+        description="START:STOP:STEP or a comma list.",
+        json_schema_extra={"metavar": "VALUES"},
+    )
     metric: str | None = Field(
         default=None, description="Metric to take barriers on (default: loss/nll)."
     )
