@@ -137,6 +137,20 @@ def assert_refused(res, dest: Path, *words: str) -> None:
     assert not [p for p in dest.parent.iterdir() if ".sgmerge-tmp-" in p.name]
 
 
+def main_rc(*args: str) -> int:
+    """`sgmerge ARGS` in this process (a subprocess would import torch again), its exit status;
+    the CLI's warning hook is put back afterwards so pytest keeps capturing warnings."""
+    import warnings
+
+    from mergekit_sg.cli.app import main
+
+    shown = warnings.showwarning
+    try:
+        return main(list(args))
+    finally:
+        warnings.showwarning = shown
+
+
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
     """`sgmerge ARGS` in this process (fast), with its status and captured output."""
     from mergekit_sg.cli.app import main

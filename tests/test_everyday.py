@@ -4,20 +4,12 @@ progress lines off a terminal, and a fine-tune that hurts says so."""
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 
 import pytest
+from helpers import main_rc as _cli
 
-from mergekit_sg.cli.app import COMMANDS, build_app, main
-
-
-def _cli(*args: str) -> int:
-    shown = warnings.showwarning
-    try:
-        return main(list(args))
-    finally:
-        warnings.showwarning = shown
+from mergekit_sg.cli.app import COMMANDS, build_app
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import main_rc as _cli
 from tunekit import bert_with_tokenizer, sentiment_rows, write_csv
 
 pytest.importorskip("tensorboard")
@@ -20,19 +21,6 @@ EVALS = [
     "--eval", "speciality=python:evalfns:weight_mean",
     "--eval", "generality=python:evalfns:lm_loss,primary=accuracy",
 ]  # fmt: skip
-
-
-def _cli(*args: str) -> int:
-    """Run `sgmerge ARGS` in this process."""
-    import warnings
-
-    from mergekit_sg.cli.app import main
-
-    shown = warnings.showwarning
-    try:
-        return main(list(args))
-    finally:
-        warnings.showwarning = shown
 
 
 def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:

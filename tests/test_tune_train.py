@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import main_rc as _cli
 from safetensors import safe_open
 from safetensors.torch import load_file
 from tunekit import (
@@ -324,19 +325,6 @@ def test_option_errors_are_one_line(bert, tmp_path: Path) -> None:
     with pytest.raises(SgMergeError, match="--lr"):
         finetune(tmp_path / "a", **_common(bert, lr=-1))
     assert not (tmp_path / "a").exists()
-
-
-def _cli(*args: str) -> int:
-    """Run `sgmerge ARGS` in this process (a subprocess would import torch again)."""
-    import warnings
-
-    from mergekit_sg.cli.app import main
-
-    shown = warnings.showwarning
-    try:
-        return main(list(args))
-    finally:
-        warnings.showwarning = shown
 
 
 def test_cli_fisher_finetune_ewc_and_fisher_interpolate(bert, tmp_path: Path, capsys) -> None:
