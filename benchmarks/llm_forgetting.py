@@ -297,6 +297,12 @@ def main() -> None:
         help="table and plot again from the records in WORKDIR (same sizes as the run)",
     )
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument(
+        "--mitigations",
+        default=",".join(GRID),
+        help="which mitigations to run after the scan, comma-separated; '' for the scan alone "
+        f"(default {','.join(GRID)})",
+    )
     for f in dataclasses.fields(Settings):
         if f.name != "grid":
             ap.add_argument(
@@ -306,8 +312,12 @@ def main() -> None:
                 help=f"(default {f.default})",
             )
     args = ap.parse_args()
+    chosen = [m for m in args.mitigations.split(",") if m]
+    if unknown := set(chosen) - set(GRID):
+        ap.error(f"--mitigations: unknown {sorted(unknown)}; choose from {','.join(GRID)}")
     s = Settings(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if f.name != "grid"}
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if f.name != "grid"},
+        grid={m: GRID[m] for m in chosen},
     )
     if args.quick:
         s = Settings(

@@ -17,6 +17,7 @@ walk of the tensor's chunks, after which a chunk's membership is one comparison 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,9 +74,25 @@ class TopSet:
         return self.mask_(w.clone(), start).bool()
 
 
+# scan(lo, hi, limit) -> (#elements < lo, #elements > hi, values and flat indices in order of
+# those in [lo, hi]; all of them, or more than `limit` of them when there are more)
+BracketScan = Callable[[float, float, int], tuple[int, int, np.ndarray, np.ndarray]]
+
 BRACKET_MIN = 1 << 16  # below this many elements, partition the whole buffer
 BRACKET_SAMPLE = 1 << 16
 BRACKET_BLOCK = 1 << 18
+
+
+def _bracket(a: np.ndarray, k: int) -> tuple[float, float]:
+    """Values lo <= hi that bracket the k-th smallest of a with near certainty: sample
+    quantiles +- 4 binomial standard deviations of rank (module doc)."""
+    n = a.size
+    sample = np.sort(a[:: max(1, n // BRACKET_SAMPLE)])
+    m, p = sample.size, k / n
+    margin = 4.0 * math.sqrt(m * p * (1.0 - p)) + 16.0
+    lo = sample[max(0, math.floor(p * (m - 1) - margin))]
+    hi = sample[min(m - 1, math.ceil(p * (m - 1) + margin))]
+    return lo, hi
 
 
 def _bracket_select(a: np.ndarray, k: int) -> tuple[float, int, int] | None:
@@ -83,11 +100,7 @@ def _bracket_select(a: np.ndarray, k: int) -> tuple[float, int, int] | None:
     candidates between two sample quantiles (see the module doc); None when the bracket
     misses, holds more than n/16 candidates, or a holds NaN."""
     n = a.size
-    sample = np.sort(a[:: max(1, n // BRACKET_SAMPLE)])
-    m, p = sample.size, k / n
-    margin = 4.0 * math.sqrt(m * p * (1.0 - p)) + 16.0
-    lo = sample[max(0, math.floor(p * (m - 1) - margin))]
-    hi = sample[min(m - 1, math.ceil(p * (m - 1) + margin))]
+    lo, hi = _bracket(a, k)
     below = above = found = 0
     limit = max(1 << 12, n >> 4)
     cands = []
@@ -128,3 +141,49 @@ def top_set(w: torch.Tensor, c: int) -> TopSet:
     greater = int(np.count_nonzero(a[k:] > v))
     n_eq = (c - greater) + int(np.count_nonzero(a[:k] == v))
     return TopSet(float(v), c - greater, all_ties=c - greater == n_eq)
+
+
+def top_set_scan(a: np.ndarray, c: int, scan: BracketScan) -> TopSet | None:
+    """The c largest of the flat non-negative float32 array a by the bracket select (module
+    doc) with its counting and gathering pass done by `scan` (the fused kernel's one pass
+    instead of numpy's five); the gathered indices give the cut at once, so the chunks can be
+    merged in any order. None where the bracket misses (the caller partitions instead)."""
+    n = a.size
+    if c >= n:
+        return TopSet(0.0, 0, everything=True)
+    if c <= 0:
+        return TopSet(0.0, 0, nothing=True)
+    k = n - c
+    if n < BRACKET_MIN:
+        return None
+    lo, hi = _bracket(a, k)
+    limit = max(1 << 12, n >> 4)
+    below, above, vals, idx = scan(lo, hi, limit)
+    found = vals.size
+    if found > limit or below + above + found != n or not below <= k < below + found:
+        return None  # NaN is counted nowhere; or v outside [lo, hi]; or too many
+    j = k - below
+    v = np.partition(vals, j)[j]
+    greater = above + int(np.count_nonzero(vals > v))
+    eq = vals == v
+    n_eq = int(np.count_nonzero(eq))
+    ties = c - greater
+    if ties == 0:
+        cut = 0
+    elif ties == n_eq:
+        cut = n
+    else:
+        cut = int(idx[eq][ties - 1]) + 1
+    return TopSet(float(v), ties, all_ties=ties == n_eq, cut=cut)
+
+
+def resolve_cut(top: TopSet, abs_pieces: Iterator[tuple[int, torch.Tensor]]) -> TopSet:
+    """Find `top.cut` by the ordered walk `mask_` does lazily, over (start, |d| piece) pairs
+    in order; for a caller that needs it before the first chunk (the fused kernel)."""
+    if top.cut is not None or top.everything or top.nothing or top.all_ties:
+        return top
+    for s, w in abs_pieces:
+        top.mask_(w, s)
+        if top.cut is not None:
+            break
+    return top

@@ -1,0 +1,260 @@
+/* Fused kernels of the task-vector merge methods (task arithmetic, TIES, DARE, breadcrumbs).
+ *
+ * One pass per chunk does what the torch fallback does in ~25 elementwise passes, with the
+ * same float32 operations in the same order, so the bytes are the same (tested): IEEE float32,
+ * no fast-math, no FMA contraction (-ffp-contract=off). Inputs are float32 or bfloat16, the
+ * output float32 or bfloat16 (bfloat16 rounded to nearest even, NaN to 0xFFFF, as torch's
+ * vectorised copy does). Built at first use by mergekit_sg.merge.methods.native; the torch
+ * code is the fallback wherever no C compiler is found.
+ *
+ * Per input i (slot 1..N-1, slot 0 the base), at global flat index g:
+ *   d_i = x_i - base
+ *   d_i = d_i * mask_i(g)        magnitude: |d_i| >= v before `cut`, > v from `cut` on;
+ *                                outliers: keep set minus drop set; DARE: hash(key, g) < T
+ *   d_i = d_i * scale_i          (rescale), d_i = d_i * w_i
+ * election (TIES): m = (sum_i d_i >= 0 ? +1 : -1), vote_i = d_i * m > 0,
+ *   mixed = sum_i vote_i d_i, divisor = sum_i vote_i w_i (floored, see the Python side);
+ * else mixed = sum_i d_i, divisor a constant;
+ *   out = (normalize ? mixed / divisor : mixed) * lambda + base.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#define BLK 512
+#define MAXIN 32  /* inputs per merge: the block buffers live on the stack (64 KB) */
+
+enum { DT_F32 = 0, DT_BF16 = 1 };
+enum { M_NONE = 0, M_TOP = 1, M_OUTLIERS = 2, M_DARE = 3 };
+enum { K_THRESH = 0, K_ALL = 1, K_NONE = 2 };
+
+typedef struct {
+    const void *x;
+    int32_t dtype;
+    int32_t mode;
+    int32_t keep_kind, drop_kind;
+    float keep_v, drop_v;
+    int64_t keep_cut, drop_cut;
+    uint64_t dare_key;
+    uint64_t dare_t;
+    float scale, weight;
+    int32_t has_scale, has_weight;
+} gta_input;
+
+static inline void load(const void *p, int dt, int64_t off, int n, float *dst) {
+    if (dt == DT_F32) {
+        memcpy(dst, (const float *)p + off, (size_t)n * 4);
+    } else {
+        const uint16_t *h = (const uint16_t *)p + off;
+        for (int j = 0; j < n; j++) {
+            uint32_t u = (uint32_t)h[j] << 16;
+            memcpy(dst + j, &u, 4);
+        }
+    }
+}
+
+static inline void store(void *p, int dt, int64_t off, int n, const float *src) {
+    if (dt == DT_F32) {
+        memcpy((float *)p + off, src, (size_t)n * 4);
+    } else {
+        uint16_t *h = (uint16_t *)p + off;
+        for (int j = 0; j < n; j++) {
+            uint32_t u;
+            memcpy(&u, src + j, 4);
+            uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+            h[j] = (src[j] != src[j]) ? (uint16_t)0xFFFFu : (uint16_t)r;
+        }
+    }
+}
+
+static inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* DARE's keep draw of flat element g: splitmix64 of key + (g + 1) * golden, top 24 bits
+ * against t = ceil(density * 2^24). */
+static inline int dare_keep(uint64_t key, int64_t g, uint64_t t) {
+    return (mix64(key + (uint64_t)(g + 1) * 0x9E3779B97F4A7C15ull) >> 40) < t;
+}
+
+/* m[j] = membership (1.0f / 0.0f) of elements g0 + j of a top set given |d| in a[]. */
+static inline void top_mask(const float *a, int n, int64_t g0, int kind, float v, int64_t cut,
+                            float *m) {
+    if (kind == K_ALL) {
+        for (int j = 0; j < n; j++) m[j] = 1.0f;
+        return;
+    }
+    if (kind == K_NONE) {
+        for (int j = 0; j < n; j++) m[j] = 0.0f;
+        return;
+    }
+    int64_t c = cut - g0;
+    int j0 = c <= 0 ? 0 : (c >= n ? n : (int)c);
+    for (int j = 0; j < j0; j++) m[j] = a[j] >= v ? 1.0f : 0.0f;
+    for (int j = j0; j < n; j++) m[j] = a[j] > v ? 1.0f : 0.0f;
+}
+
+int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int32_t n_in,
+                int32_t elect, int32_t normalize, int32_t floor_min_w, float min_w,
+                float const_div, int32_t has_lambda, float lambda, int64_t start, int64_t count,
+                void *out, int32_t out_dtype) {
+    if (n_in < 1 || n_in > MAXIN) return -1;
+    float bb[BLK], d[MAXIN][BLK], a[BLK], m[BLK], m2[BLK];
+    float mixed[BLK], div[BLK], maj[BLK];
+    for (int64_t s = 0; s < count; s += BLK) {
+        int n = (int)(count - s < BLK ? count - s : BLK);
+        int64_t g0 = start + s;
+        load(base, base_dtype, s, n, bb);
+        for (int i = 0; i < n_in; i++) {
+            const gta_input *q = ins + i;
+            float *di = d[i];
+            load(q->x, q->dtype, s, n, di);
+            for (int j = 0; j < n; j++) di[j] = di[j] - bb[j];
+            if (q->mode == M_TOP || q->mode == M_OUTLIERS) {
+                for (int j = 0; j < n; j++) a[j] = fabsf(di[j]);
+                top_mask(a, n, g0, q->keep_kind, q->keep_v, q->keep_cut, m);
+                if (q->mode == M_OUTLIERS) {
+                    top_mask(a, n, g0, q->drop_kind, q->drop_v, q->drop_cut, m2);
+                    for (int j = 0; j < n; j++) m[j] = m[j] - m2[j];
+                }
+                for (int j = 0; j < n; j++) di[j] = di[j] * m[j];
+            } else if (q->mode == M_DARE) {
+                for (int j = 0; j < n; j++)
+                    m[j] = dare_keep(q->dare_key, g0 + j, q->dare_t) ? 1.0f : 0.0f;
+                for (int j = 0; j < n; j++) di[j] = di[j] * m[j];
+            }
+            if (q->has_scale)
+                for (int j = 0; j < n; j++) di[j] = di[j] * q->scale;
+            if (q->has_weight)
+                for (int j = 0; j < n; j++) di[j] = di[j] * q->weight;
+        }
+        if (elect) {
+            if (n_in > 1)
+                for (int j = 0; j < n; j++) maj[j] = d[0][j] + d[1][j];
+            else
+                for (int j = 0; j < n; j++) maj[j] = d[0][j];
+            for (int i = 2; i < n_in; i++)
+                for (int j = 0; j < n; j++) maj[j] = maj[j] + d[i][j];
+            for (int j = 0; j < n; j++) maj[j] = maj[j] >= 0.0f ? 1.0f : -1.0f;
+            for (int j = 0; j < n; j++) mixed[j] = 0.0f;
+            for (int i = 0; i < n_in; i++) {
+                const float *di = d[i];
+                float w = ins[i].weight;
+                for (int j = 0; j < n; j++) m[j] = di[j] * maj[j] > 0.0f ? 1.0f : 0.0f;
+                for (int j = 0; j < n; j++) mixed[j] = mixed[j] + di[j] * m[j];
+                if (normalize && i == 0)
+                    for (int j = 0; j < n; j++) div[j] = m[j] * w;
+                else if (normalize)
+                    for (int j = 0; j < n; j++) div[j] = div[j] + m[j] * w;
+            }
+            if (normalize) {
+                if (floor_min_w)
+                    for (int j = 0; j < n; j++) div[j] = div[j] < min_w ? min_w : div[j];
+                else
+                    for (int j = 0; j < n; j++) div[j] = div[j] + (div[j] == 0.0f ? 1.0f : 0.0f);
+                for (int j = 0; j < n; j++) mixed[j] = mixed[j] / div[j];
+            }
+        } else {
+            for (int j = 0; j < n; j++) mixed[j] = d[0][j];
+            for (int i = 1; i < n_in; i++)
+                for (int j = 0; j < n; j++) mixed[j] = mixed[j] + d[i][j];
+            if (normalize)
+                for (int j = 0; j < n; j++) mixed[j] = mixed[j] / const_div;
+        }
+        if (has_lambda)
+            for (int j = 0; j < n; j++) mixed[j] = mixed[j] * lambda;
+        for (int j = 0; j < n; j++) mixed[j] = mixed[j] + bb[j];
+        store(out, out_dtype, s, n, mixed);
+    }
+    return 0;
+}
+
+/* The magnitude statistics pass of one input over one piece: a[j] = |x[j] - base[j]|. */
+void gta_absdiff(const void *base, int32_t base_dtype, const void *x, int32_t x_dtype,
+                 int64_t count, float *a) {
+    float bb[BLK];
+    for (int64_t s = 0; s < count; s += BLK) {
+        int n = (int)(count - s < BLK ? count - s : BLK);
+        float *as = a + s;
+        load(base, base_dtype, s, n, bb);
+        load(x, x_dtype, s, n, as);
+        for (int j = 0; j < n; j++) as[j] = fabsf(as[j] - bb[j]);
+    }
+}
+
+/* One pass of the bracket select over a[0:count]: counts[0] = #(a < lo), counts[1] =
+ * #(a > hi), and the elements with lo <= a <= hi, values and indices in order (at most cap
+ * stored). Returns how many there are. NaN is in none of the three. */
+int64_t gta_bracket(const float *a, int64_t count, float lo, float hi, float *vals,
+                    int64_t *idx, int64_t cap, int64_t *counts) {
+    int64_t below = 0, above = 0, found = 0, j = 0;
+#ifdef __AVX2__
+    /* 8 at a time: two compares give the counts by popcount, and the candidates (~2% of
+     * the elements) are taken from the bits of the in-bracket mask */
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    for (; j + 8 <= count; j += 8) {
+        __m256 x = _mm256_loadu_ps(a + j);
+        __m256 lt = _mm256_cmp_ps(x, vlo, _CMP_LT_OQ), gt = _mm256_cmp_ps(x, vhi, _CMP_GT_OQ);
+        __m256 in = _mm256_and_ps(_mm256_cmp_ps(x, vlo, _CMP_GE_OQ),
+                                  _mm256_cmp_ps(x, vhi, _CMP_LE_OQ));
+        below += __builtin_popcount((unsigned)_mm256_movemask_ps(lt));
+        above += __builtin_popcount((unsigned)_mm256_movemask_ps(gt));
+        unsigned mi = (unsigned)_mm256_movemask_ps(in);
+        while (mi) {
+            int t = __builtin_ctz(mi);
+            if (found < cap) {
+                vals[found] = a[j + t];
+                idx[found] = j + t;
+            }
+            found++;
+            mi &= mi - 1;
+        }
+    }
+#endif
+    for (; j < count; j++) {
+        float x = a[j];
+        below += x < lo;
+        above += x > hi;
+        if (x >= lo && x <= hi) {
+            if (found < cap) {
+                vals[found] = x;
+                idx[found] = j;
+            }
+            found++;
+        }
+    }
+    counts[0] = below;
+    counts[1] = above;
+    return found;
+}
+
+/* DARE's rescale sums over one piece: l1 += sum |d|, kept += sum |d| * keep, in double, in
+ * element order; and the keep draw as in gta_combine. */
+void gta_dare_sums(const void *base, int32_t base_dtype, const void *x, int32_t x_dtype,
+                   int64_t count, int64_t start, uint64_t key, uint64_t t, double *l1,
+                   double *kept) {
+    float bb[BLK], dd[BLK];
+    double s1 = *l1, s2 = *kept;
+    for (int64_t s = 0; s < count; s += BLK) {
+        int n = (int)(count - s < BLK ? count - s : BLK);
+        load(base, base_dtype, s, n, bb);
+        load(x, x_dtype, s, n, dd);
+        for (int j = 0; j < n; j++) {
+            float v = fabsf(dd[j] - bb[j]);
+            s1 += v;
+            if (dare_keep(key, start + s + j, t)) s2 += v;
+        }
+    }
+    *l1 = s1;
+    *kept = s2;
+}
+
+/* DARE's keep mask (0/1 bytes) of flat elements start .. start+count. */
+void gta_dare_mask(int64_t start, int64_t count, uint64_t key, uint64_t t, uint8_t *out) {
+    for (int64_t j = 0; j < count; j++) out[j] = (uint8_t)dare_keep(key, start + j, t);
+}

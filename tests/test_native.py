@@ -1,0 +1,297 @@
+"""The fused C kernels of the task-vector methods (`merge/methods/native`): the same bytes as
+the torch code they stand in for, for every method, dtype, option and chunking, with tied
+magnitudes, -0.0 and NaN; the counter-based DARE draw identical in C and in torch; the
+kernel's bracket select equal to the whole-buffer partition, cut included; and the torch code
+taking over when no compiler is found or the kernels are switched off."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+from mergekit_sg.merge.merge import merge
+from mergekit_sg.merge.methods import ChunkCtx, Params, native
+from mergekit_sg.merge.methods import select as sel
+from mergekit_sg.merge.methods import task_arithmetic as ta
+
+needs_native = pytest.mark.skipif(
+    not native.available(), reason=f"native kernels unavailable: {native.reason()}"
+)
+
+METHODS = {
+    "ties": (ta.Ties, ta.TiesShared, ta.TaskInput),
+    "dare_ties": (ta.DareTies, ta.DareShared, ta.TaskInput),
+    "dare_linear": (ta.DareLinear, ta.DareShared, ta.TaskInput),
+    "breadcrumbs": (ta.Breadcrumbs, ta.GTAShared, ta.BreadcrumbsInput),
+    "breadcrumbs_ties": (ta.BreadcrumbsTies, ta.GTAShared, ta.BreadcrumbsInput),
+    "task_arithmetic": (ta.TaskArithmetic, ta.GTAShared, ta.TaskInput),
+}
+
+
+@contextlib.contextmanager
+def torch_only() -> Iterator[None]:
+    native.reset_for_tests(False)
+    try:
+        yield
+    finally:
+        native.reset_for_tests()
+
+
+def _inputs(n: int, k: int, dtype: torch.dtype, levels: int, seed: int) -> list[torch.Tensor]:
+    """A base and k fine-tunes whose task vectors take few distinct values (many tied
+    magnitudes), with -0.0 sprinkled in."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, generator=g).mul_(0.02).to(dtype)
+    xs = [base]
+    for _ in range(k):
+        step = torch.randint(-levels, levels + 1, (n,), generator=g).float().mul_(1e-3)
+        x = (base.float() + step).to(dtype)
+        x[torch.rand(n, generator=g) < 0.03] = -0.0
+        xs.append(x)
+    return xs
+
+
+def _merge(
+    name: str,
+    xs: list[torch.Tensor],
+    shared: dict,
+    per: list[dict],
+    chunk: int,
+    seed: int = 3,
+) -> torch.Tensor:
+    """The executor's protocol by hand: statistics through a float32 reader, then the chunks
+    in order into an output of the inputs' dtype."""
+    cls, shared_model, input_model = METHODS[name]
+    m = cls()
+    p = Params(shared_model(**shared), (None, *(input_model(**q) for q in per)))
+    n = xs[0].numel()
+
+    def read(k: int, s: int, c: int) -> torch.Tensor:
+        return xs[k][s : s + c].to(torch.float32, copy=True)
+
+    stats = m.stats(read, ChunkCtx("layer.w", n, 0, seed), p, len(xs))
+    out = torch.empty(n, dtype=xs[0].dtype)
+    for s in range(0, n, chunk):
+        c = min(chunk, n - s)
+        m.compute_into(
+            out[s : s + c],
+            [x[s : s + c] for x in xs],
+            p,
+            stats,
+            ChunkCtx("layer.w", n, s, seed),
+            torch.float32,
+        )
+    return out
+
+
+@needs_native
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    name=st.sampled_from(sorted(METHODS)),
+    dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+    n=st.sampled_from([3001, 70001, 200003]),
+    levels=st.sampled_from([1, 3, 40]),
+    weights=st.sampled_from([(1.0, 0.5), (1.0, -0.5, 0.3), (0.7,), (0.3, 0.3, 0.3, 0.3)]),
+    density=st.floats(0.05, 1.0),
+    shared=st.sampled_from(
+        [{}, {"normalize": False}, {"normalize": True, "rescale": True}, {"lambda": -0.7}]
+    ),
+    chunk=st.sampled_from([97, 1 << 16, 1 << 22]),
+)
+def test_kernel_bytes_equal_the_torch_code(name, dtype, n, levels, weights, density, shared, chunk):
+    xs = _inputs(n, len(weights), dtype, levels, seed=n + levels)
+    per = [{"weight": w, "density": min(1.0, density + 0.1 * j)} for j, w in enumerate(weights)]
+    got = _merge(name, xs, shared, per, chunk)
+    with torch_only():
+        want = _merge(name, xs, shared, per, chunk)
+    assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["ties", "breadcrumbs_ties", "dare_ties"])
+def test_kernel_bytes_with_nan_and_inf_inputs(name: str) -> None:
+    """NaN and inf in the inputs: the bracket misses, the partition decides, NaN rounds to
+    bfloat16 as torch's copy does (0xFFFF)."""
+    xs = _inputs(100_000, 2, torch.bfloat16, 3, seed=7)
+    xs[1][5] = float("nan")
+    xs[2][99] = float("inf")
+    xs[0][1234] = float("-inf")
+    per = [{"weight": 1.0, "density": 0.4}, {"weight": 0.5, "density": 0.6}]
+    got = _merge(name, xs, {}, per, 4096)
+    with torch_only():
+        want = _merge(name, xs, {}, per, 4096)
+    assert got.isnan().any()
+    assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+
+
+@needs_native
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**40),
+    slot=st.integers(1, 5),
+    start=st.integers(0, 2**33),
+    count=st.integers(1, 5000),
+    density=st.floats(0.0, 1.0),
+)
+def test_dare_draw_is_the_same_in_c_and_torch(seed, slot, start, count, density) -> None:
+    ctx = ChunkCtx("model.layers.3.mlp.up_proj.weight", start + count, 0, seed)
+    got = ta.dare_keep(ctx, slot, start, count, density)
+    with torch_only():
+        want = ta.dare_keep(ctx, slot, start, count, density)
+    assert got.dtype == want.dtype == torch.bool
+    assert torch.equal(got, want)
+
+
+def test_dare_draw_is_bernoulli_and_chunking_free() -> None:
+    """Kept fraction within 5 standard deviations of the density; density 1 keeps all; any
+    split of the range draws the same mask."""
+    n = 400_000
+    ctx = ChunkCtx("w", n, 0, 11)
+    for d in (0.1, 0.5, 0.9):
+        keep = ta.dare_keep(ctx, 1, 0, n, d)
+        sd = (d * (1 - d) / n) ** 0.5
+        assert abs(float(keep.float().mean()) - d) < 5 * sd
+        parts = torch.cat([ta.dare_keep(ctx, 1, s, min(9999, n - s), d) for s in range(0, n, 9999)])
+        assert torch.equal(parts, keep)
+        assert not torch.equal(keep, ta.dare_keep(ctx, 2, 0, n, d))  # another input, another draw
+    assert bool(ta.dare_keep(ctx, 1, 0, n, 1.0).all())
+    assert not bool(ta.dare_keep(ctx, 1, 0, n, 0.0).any())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    n=st.sampled_from([70_000, 150_001]),
+    levels=st.integers(1, 3000),
+    frac=st.floats(0.0, 1.0),
+    seed=st.integers(0, 1000),
+)
+def test_bracket_scan_equals_the_partition(n, levels, frac, seed) -> None:
+    """top_set_scan (numpy's scan standing in for the kernel's) gives the partition's set,
+    and its cut is the one the ordered walk finds."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randint(0, levels, (n,), generator=g).float().mul_(1e-3)
+    c = int(frac * n)
+    a = w.numpy()
+
+    def scan(lo: float, hi: float, limit: int):
+        inside = np.nonzero((a >= lo) & (a <= hi))[0]
+        return int((a < lo).sum()), int((a > hi).sum()), a[inside], inside
+
+    got = sel.top_set_scan(a, c, scan)
+    want = sel.top_set(w.clone(), c)
+    if got is None:  # the bracket missed: the caller partitions
+        return
+    assert (got.value, got.ties, got.everything, got.nothing) == (
+        want.value,
+        want.ties,
+        want.everything,
+        want.nothing,
+    )
+    if not (got.everything or got.nothing or want.all_ties):
+        pieces = ((s, w[s : s + 4099].clone()) for s in range(0, n, 4099))
+        assert got.cut == sel.resolve_cut(want, pieces).cut
+    mask = torch.cat([got.mask(w[s : s + 777], s) for s in range(0, n, 777)])
+    assert int(mask.sum()) == c
+
+
+def _files(root: Path, n: int) -> list[Path]:
+    xs = _inputs(n, 2, torch.bfloat16, 3, seed=1)
+    paths = []
+    for i, x in enumerate(xs):
+        p = root / f"m{i}.safetensors"
+        save_file({"model.w": x.reshape(-1, 100).contiguous(), "b": x[:300].clone()}, p)
+        paths.append(p)
+    return paths
+
+
+@pytest.mark.parametrize("method", ["ties", "dare_ties", "task_arithmetic"])
+def test_merge_without_a_compiler_gives_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    """No C compiler: the torch code merges, with the same bytes as the kernels."""
+    paths = _files(tmp_path, 120_000)
+    cfg = {
+        "merge_method": method,
+        "base_model": str(paths[0]),
+        "models": [
+            {"model": str(paths[1]), "parameters": {"weight": 1.0, "density": 0.5}},
+            {"model": str(paths[2]), "parameters": {"weight": 0.5, "density": 0.5}},
+        ],
+        "dtype": "bfloat16",
+    }
+    if method == "task_arithmetic":
+        for m in cfg["models"]:
+            del m["parameters"]["density"]
+    a = merge(cfg, tmp_path / "a", model_card=False).out
+    monkeypatch.setattr(native.shutil, "which", lambda *_: None)
+    native.reset_for_tests()
+    try:
+        assert not native.available()
+        assert "no C compiler" in (native.reason() or "")
+        b = merge(cfg, tmp_path / "b", model_card=False).out
+    finally:
+        monkeypatch.undo()
+        native.reset_for_tests()
+    ta_, tb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert set(ta_) == set(tb)
+    for k in ta_:
+        assert torch.equal(ta_[k].view(torch.int16), tb[k].view(torch.int16)), k
+
+
+def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MERGEKIT_SG_NATIVE", "0")
+    native.reset_for_tests()
+    try:
+        assert not native.available()
+        assert "MERGEKIT_SG_NATIVE=0" in (native.reason() or "")
+    finally:
+        monkeypatch.delenv("MERGEKIT_SG_NATIVE")
+        native.reset_for_tests()
+
+
+@needs_native
+def test_build_goes_to_the_cache_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh cache: one build, named by the source and CPU; the next load reuses it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    native.reset_for_tests()
+    try:
+        assert native.available()
+        built = list((tmp_path / "mergekit-sg" / "native").glob("gta-*.so"))
+        assert len(built) == 1
+        mtime = built[0].stat().st_mtime_ns
+        native.reset_for_tests()
+        assert native.available()
+        assert built[0].stat().st_mtime_ns == mtime
+        assert not list((tmp_path / "mergekit-sg" / "native").glob(".build-*"))
+    finally:
+        monkeypatch.undo()
+        native.reset_for_tests()
+
+
+@needs_native
+def test_the_kernel_select_is_used_on_large_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a large tensor with spread magnitudes the kernel's bracket select decides (not the
+    partition), and the bytes still equal the torch code's."""
+    seen: list[object] = []
+    real = ta.top_set_scan
+
+    def spy(*a, **k):  # type: ignore[no-untyped-def]
+        seen.append(r := real(*a, **k))
+        return r
+
+    monkeypatch.setattr(ta, "top_set_scan", spy)
+    xs = _inputs(300_000, 2, torch.bfloat16, 40, seed=5)
+    per = [{"weight": 1.0, "density": 0.3}, {"weight": 0.5, "density": 0.7}]
+    got = _merge("ties", xs, {}, per, 1 << 16)
+    assert seen and all(s is not None for s in seen)
+    with torch_only():
+        want = _merge("ties", xs, {}, per, 1 << 16)
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
