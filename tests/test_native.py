@@ -59,16 +59,7 @@ def _inputs(n: int, k: int, dtype: torch.dtype, levels: int, seed: int) -> list[
     return xs
 
 
-def _merge(
-    name: str,
-    xs: list[torch.Tensor],
-    shared: dict,
-    per: list[dict],
-    chunk: int,
-    seed: int = 3,
-) -> torch.Tensor:
-    """The executor's protocol by hand: statistics through a float32 reader, then the chunks
-    in order into an output of the inputs' dtype."""
+def _stats(name: str, xs: list[torch.Tensor], shared: dict, per: list[dict], seed: int = 3):
     cls, shared_model, input_model = METHODS[name]
     m = cls()
     p = Params(shared_model(**shared), (None, *(input_model(**q) for q in per)))
@@ -77,7 +68,23 @@ def _merge(
     def read(k: int, s: int, c: int) -> torch.Tensor:
         return xs[k][s : s + c].to(torch.float32, copy=True)
 
-    stats = m.stats(read, ChunkCtx("layer.w", n, 0, seed), p, len(xs))
+    return m, p, m.stats(read, ChunkCtx("layer.w", n, 0, seed), p, len(xs))
+
+
+def _merge(
+    name: str,
+    xs: list[torch.Tensor],
+    shared: dict,
+    per: list[dict],
+    chunk: int,
+    seed: int = 3,
+    stats: object = None,
+) -> torch.Tensor:
+    """The executor's protocol by hand: statistics through a float32 reader (or `stats`),
+    then the chunks in order into an output of the inputs' dtype."""
+    m, p, own = _stats(name, xs, shared, per, seed)
+    stats = own if stats is None else stats
+    n = xs[0].numel()
     out = torch.empty(n, dtype=xs[0].dtype)
     for s in range(0, n, chunk):
         c = min(chunk, n - s)
@@ -109,10 +116,26 @@ def _merge(
 def test_kernel_bytes_equal_the_torch_code(name, dtype, n, levels, weights, density, shared, chunk):
     xs = _inputs(n, len(weights), dtype, levels, seed=n + levels)
     per = [{"weight": w, "density": min(1.0, density + 0.1 * j)} for j, w in enumerate(weights)]
+    *_, st_native = _stats(name, xs, shared, per)
     got = _merge(name, xs, shared, per, chunk)
     with torch_only():
+        *_, st_torch = _stats(name, xs, shared, per)
         want = _merge(name, xs, shared, per, chunk)
-    assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+        same_stats = _merge(name, xs, shared, per, chunk, stats=st_native)
+    # the chunk kernel is the torch code's arithmetic exactly
+    assert torch.equal(got.view(torch.uint8), same_stats.view(torch.uint8))
+    for i, a in (st_native or {}).items():
+        b = st_torch[i]
+        for ta_, tb in ((a.keep_top, b.keep_top), (a.drop_top, b.drop_top)):
+            assert (ta_ is None) == (tb is None)
+            if ta_ is not None:
+                assert (ta_.value, ta_.ties, ta_.everything, ta_.nothing) == (
+                    tb.value, tb.ties, tb.everything, tb.nothing,
+                )  # fmt: skip
+        # DARE's rescale sums: the kernel adds in 8 lanes, torch in its own order
+        assert a.scale == pytest.approx(b.scale, rel=1e-12)
+    if all(a.scale == st_torch[i].scale for i, a in (st_native or {}).items()):
+        assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
 
 
 @needs_native

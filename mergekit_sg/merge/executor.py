@@ -295,13 +295,7 @@ class _Executor:
 
     def _reader_for(self, e: PlanEntry) -> Reader:
         """Whole-tensor access for a statistics step: any slot, any range, compute dtype."""
-        cd = self.plan.compute_dtype
-
-        def read(k: int, start: int, count: int) -> torch.Tensor:
-            i, name = e.slots[k]  # type: ignore[misc]
-            return self.sources[i].read_flat(name, start, count).to(cd, copy=True)
-
-        return read
+        return _TensorReader(self.sources, e, self.plan.compute_dtype)
 
     def _plan_stats(self) -> list[tuple[PlanEntry, list[Params]]]:
         """Per entry in merge order, the outputs' parameters with distinct statistics keys
@@ -453,6 +447,24 @@ class _Executor:
             self.progress.finish()
         if self.pipe.error is not None:
             raise self.pipe.error
+
+
+class _TensorReader:
+    """A statistics step's access to one tensor of every slot: `reader(k, start, count)` in
+    the compute dtype (a fresh tensor), `reader.raw(k, start, count, scratch)` as stored
+    (into the caller's uint8 scratch, for kernels that convert as they go)."""
+
+    def __init__(self, sources: list, e: PlanEntry, compute_dtype: torch.dtype) -> None:
+        self.sources, self.e, self.cd = sources, e, compute_dtype
+
+    def __call__(self, k: int, start: int, count: int) -> torch.Tensor:
+        return self.raw(k, start, count).to(self.cd, copy=True)
+
+    def raw(
+        self, k: int, start: int, count: int, scratch: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        i, name = self.e.slots[k]  # type: ignore[misc]
+        return self.sources[i].read_flat(name, start, count, scratch=scratch)
 
 
 def _slots(e: PlanEntry) -> list[tuple[int, str]]:

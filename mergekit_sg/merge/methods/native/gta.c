@@ -70,16 +70,38 @@ static inline void store(void *p, int dt, int64_t off, int n, const float *src) 
     }
 }
 
-static inline uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+static inline uint32_t lowbias32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    return x ^ (x >> 16);
 }
 
-/* DARE's keep draw of flat element g: splitmix64 of key + (g + 1) * golden, top 24 bits
- * against t = ceil(density * 2^24). */
-static inline int dare_keep(uint64_t key, int64_t g, uint64_t t) {
-    return (mix64(key + (uint64_t)(g + 1) * 0x9E3779B97F4A7C15ull) >> 40) < t;
+/* DARE's 32-bit draw of flat element g: two rounds of the lowbias32 integer hash keyed by
+ * the 64-bit key (8 lanes at a time with AVX2); element g is kept when draw >> 8 < t. */
+static inline uint32_t dare_draw(uint64_t key, uint32_t g_lo, uint32_t g_hi) {
+    uint32_t h = lowbias32(g_lo ^ (uint32_t)key);
+    return lowbias32(h ^ (uint32_t)(key >> 32) ^ (g_hi * 0x9E3779B9u));
+}
+
+/* m[j] = 1.0f / 0.0f: is element g0 + j kept. */
+static inline void dare_mask(uint64_t key, int64_t g0, int n, uint64_t t, float *m) {
+    uint32_t hi0 = (uint32_t)((uint64_t)g0 >> 32);
+    if (hi0 == (uint32_t)((uint64_t)(g0 + n - 1) >> 32)) {
+        uint32_t lo0 = (uint32_t)g0, tt = (uint32_t)t;
+        if (t > 0xFFFFFFu) {
+            for (int j = 0; j < n; j++) m[j] = 1.0f;
+            return;
+        }
+        for (int j = 0; j < n; j++)
+            m[j] = (dare_draw(key, lo0 + (uint32_t)j, hi0) >> 8) < tt ? 1.0f : 0.0f;
+    } else {
+        for (int j = 0; j < n; j++) {
+            uint64_t g = (uint64_t)(g0 + j);
+            m[j] = (dare_draw(key, (uint32_t)g, (uint32_t)(g >> 32)) >> 8) < t ? 1.0f : 0.0f;
+        }
+    }
 }
 
 /* m[j] = membership (1.0f / 0.0f) of elements g0 + j of a top set given |d| in a[]. */
@@ -124,8 +146,7 @@ int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int3
                 }
                 for (int j = 0; j < n; j++) di[j] = di[j] * m[j];
             } else if (q->mode == M_DARE) {
-                for (int j = 0; j < n; j++)
-                    m[j] = dare_keep(q->dare_key, g0 + j, q->dare_t) ? 1.0f : 0.0f;
+                dare_mask(q->dare_key, g0, n, q->dare_t, m);
                 for (int j = 0; j < n; j++) di[j] = di[j] * m[j];
             }
             if (q->has_scale)
@@ -233,28 +254,46 @@ int64_t gta_bracket(const float *a, int64_t count, float lo, float hi, float *va
     return found;
 }
 
-/* DARE's rescale sums over one piece: l1 += sum |d|, kept += sum |d| * keep, in double, in
- * element order; and the keep draw as in gta_combine. */
+/* DARE's rescale sums over one piece: l1 += sum |d|, kept += sum |d| * keep, in double,
+ * in 8 interleaved partial sums (lane j % 8 of the piece) added in lane order at the end. */
 void gta_dare_sums(const void *base, int32_t base_dtype, const void *x, int32_t x_dtype,
                    int64_t count, int64_t start, uint64_t key, uint64_t t, double *l1,
                    double *kept) {
-    float bb[BLK], dd[BLK];
-    double s1 = *l1, s2 = *kept;
+    float bb[BLK], dd[BLK], m[BLK];
+    double a1[8] = {0}, a2[8] = {0};
     for (int64_t s = 0; s < count; s += BLK) {
         int n = (int)(count - s < BLK ? count - s : BLK);
         load(base, base_dtype, s, n, bb);
         load(x, x_dtype, s, n, dd);
-        for (int j = 0; j < n; j++) {
-            float v = fabsf(dd[j] - bb[j]);
-            s1 += v;
-            if (dare_keep(key, start + s + j, t)) s2 += v;
+        for (int j = 0; j < n; j++) dd[j] = fabsf(dd[j] - bb[j]);
+        dare_mask(key, start + s, n, t, m);
+        for (int j = 0; j < n; j++) m[j] = dd[j] * m[j];
+        int j = 0;
+        for (; j + 8 <= n; j += 8)
+            for (int l = 0; l < 8; l++) {
+                a1[l] += dd[j + l];
+                a2[l] += m[j + l];
+            }
+        for (; j < n; j++) {
+            a1[j & 7] += dd[j];
+            a2[j & 7] += m[j];
         }
     }
-    *l1 = s1;
-    *kept = s2;
+    double s1 = 0.0, s2 = 0.0;
+    for (int l = 0; l < 8; l++) {
+        s1 += a1[l];
+        s2 += a2[l];
+    }
+    *l1 += s1;
+    *kept += s2;
 }
 
 /* DARE's keep mask (0/1 bytes) of flat elements start .. start+count. */
 void gta_dare_mask(int64_t start, int64_t count, uint64_t key, uint64_t t, uint8_t *out) {
-    for (int64_t j = 0; j < count; j++) out[j] = (uint8_t)dare_keep(key, start + j, t);
+    float m[BLK];
+    for (int64_t s = 0; s < count; s += BLK) {
+        int n = (int)(count - s < BLK ? count - s : BLK);
+        dare_mask(key, start + s, n, t, m);
+        for (int j = 0; j < n; j++) out[s + j] = (uint8_t)(m[j] != 0.0f);
+    }
 }
