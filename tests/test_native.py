@@ -287,7 +287,7 @@ def test_build_goes_to_the_cache_once(tmp_path: Path, monkeypatch: pytest.Monkey
     native.reset_for_tests()
     try:
         assert native.available()
-        built = list((tmp_path / "mergekit-sg" / "native").glob("gta-*.so"))
+        built = list((tmp_path / "mergekit-sg" / "native").glob("kernels-*.so"))
         assert len(built) == 1
         mtime = built[0].stat().st_mtime_ns
         native.reset_for_tests()
@@ -318,3 +318,39 @@ def test_the_kernel_select_is_used_on_large_tensors(monkeypatch: pytest.MonkeyPa
     with torch_only():
         want = _merge("ties", xs, {}, per, 1 << 16)
     assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("t", [0.3, 0.77, -0.2])
+def test_slerp_kernel_equals_the_torch_code(dtype: torch.dtype, t: float) -> None:
+    """SLERP's chunk kernel is torch's mul_ then add_(alpha=) (an fma) bit for bit; its
+    statistics kernel gives the same cos up to the order of the float64 additions."""
+    from mergekit_sg.merge.methods.geometric import Slerp, SlerpParams
+
+    xs = _inputs(150_001, 1, dtype, 40, seed=3)
+    m, p, n = Slerp(), Params(SlerpParams(t=t), (None, None)), 150_001
+
+    class Raw:
+        def __call__(self, k: int, s: int, c: int) -> torch.Tensor:
+            return xs[k][s : s + c].to(torch.float32, copy=True)
+
+        def raw(self, k: int, s: int, c: int, scratch: object = None) -> torch.Tensor:
+            return xs[k][s : s + c]
+
+    ctx = ChunkCtx("w", n, 0, 0)
+    cos = m.stats(Raw(), ctx, p, 2)
+    with torch_only():
+        want_cos = m.stats(Raw(), ctx, p, 2)
+    assert cos == pytest.approx(want_cos, rel=1e-12, abs=1e-15)
+    outs = []
+    for on in (True, False):
+        out = torch.empty(n, dtype=dtype)
+        with contextlib.nullcontext() if on else torch_only():
+            for s in range(0, n, 4097):
+                c = min(4097, n - s)
+                m.compute_into(
+                    out[s : s + c], [x[s : s + c] for x in xs], p, want_cos, ctx, torch.float32
+                )
+        outs.append(out)
+    assert torch.equal(outs[0].view(torch.uint8), outs[1].view(torch.uint8))

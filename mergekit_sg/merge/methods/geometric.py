@@ -1,6 +1,7 @@
 """Methods that look at whole-tensor geometry: `slerp` (the angle between two models) and
 `model_stock` (the angle between fine-tunes around the base). Their statistics step streams
-the tensor once (float64 sums); the chunk step is then a fixed linear combination."""
+the tensor once (float64 sums); the chunk step is then a fixed linear combination (SLERP's
+in the C kernel of `native` where it is built)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ import math
 from collections.abc import Hashable
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from mergekit_sg.merge.methods.base import ChunkCtx, Method, Params, Reader, stream_pass
+from mergekit_sg.merge.methods import native
+from mergekit_sg.merge.methods.base import (
+    STATS_CHUNK,
+    ChunkCtx,
+    Method,
+    Params,
+    Reader,
+    stream_pass,
+)
 
 DOT_THRESHOLD = 0.9995
 NORM_EPS = 1e-8
@@ -51,6 +61,24 @@ class Slerp(Method):
         return "angle"
 
     def stats(self, read: Reader, ctx: ChunkCtx, p: Params, slots: int) -> Any:
+        """cos of the angle, from float64 sums of a.a, b.b and a.b (the C kernel's, in 8
+        lanes, where it is built: the same up to the order of the additions)."""
+        lib = native.lib()
+        raw = getattr(read, "raw", None)
+        if lib is not None and raw is not None:
+            sums = np.zeros(3, np.float64)
+            scratch = [torch.empty(STATS_CHUNK * 4, dtype=torch.uint8) for _ in range(2)]
+            for s in range(0, ctx.numel, STATS_CHUNK):
+                c = min(STATS_CHUNK, ctx.numel - s)
+                a, b = raw(0, s, c, scratch[0]), raw(1, s, c, scratch[1])
+                if a.dtype not in _CODES or b.dtype not in _CODES:
+                    break
+                lib.geo_dots(
+                    a.data_ptr(), _CODES[a.dtype], b.data_ptr(), _CODES[b.dtype], c,
+                    sums.ctypes.data,
+                )  # fmt: skip
+            else:
+                return _cos(*(float(v) for v in sums))
         aa = bb = ab = 0.0
         for s, a in stream_pass(read, 0, ctx.numel):
             b = read(1, s, a.numel())
@@ -58,20 +86,49 @@ class Slerp(Method):
             aa += float(a64.dot(a64))
             bb += float(b64.dot(b64))
             ab += float(a64.dot(b64))
-        na, nb = math.sqrt(aa), math.sqrt(bb)
-        na, nb = (na if na > NORM_EPS else 1.0), (nb if nb > NORM_EPS else 1.0)
-        return max(-1.0, min(1.0, ab / (na * nb)))
+        return _cos(aa, bb, ab)
 
-    def compute(self, xs, p, stats, ctx):  # type: ignore[override]
+    def _coefficients(self, p: Params, stats: Any) -> tuple[float, float]:
         t = p.shared.t  # type: ignore[attr-defined]
         cos = float(stats)
         if abs(cos) > DOT_THRESHOLD:
-            ca, cb = 1.0 - t, t
-        else:
-            theta = math.acos(cos)
-            ca = math.sin((1.0 - t) * theta) / math.sin(theta)
-            cb = math.sin(t * theta) / math.sin(theta)
+            return 1.0 - t, t
+        theta = math.acos(cos)
+        return math.sin((1.0 - t) * theta) / math.sin(theta), math.sin(t * theta) / math.sin(theta)
+
+    def compute(self, xs, p, stats, ctx):  # type: ignore[override]
+        ca, cb = self._coefficients(p, stats)
         return xs[0].mul_(ca).add_(xs[1], alpha=cb)
+
+    def compute_into(self, out, xs, p, stats, ctx, compute_dtype) -> None:  # type: ignore[override]
+        """The C kernel's fma(b, cb, a * ca) in one pass where it applies (float32 on the CPU,
+        float32/bfloat16 in and out): torch's mul_ then add_(alpha=), bit for bit."""
+        lib = native.lib()
+        a, b = xs[0], xs[1]
+        if (
+            lib is None
+            or compute_dtype != torch.float32
+            or a is None
+            or b is None
+            or out.device.type != "cpu"
+            or any(t.dtype not in _CODES or not t.is_contiguous() for t in (a, b, out))
+        ):
+            super().compute_into(out, xs, p, stats, ctx, compute_dtype)
+            return
+        ca, cb = self._coefficients(p, stats)
+        lib.geo_lin2(
+            a.data_ptr(), _CODES[a.dtype], b.data_ptr(), _CODES[b.dtype], ca, cb,
+            out.numel(), out.data_ptr(), _CODES[out.dtype],
+        )  # fmt: skip
+
+
+_CODES = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
+
+
+def _cos(aa: float, bb: float, ab: float) -> float:
+    na, nb = math.sqrt(aa), math.sqrt(bb)
+    na, nb = (na if na > NORM_EPS else 1.0), (nb if nb > NORM_EPS else 1.0)
+    return max(-1.0, min(1.0, ab / (na * nb)))
 
 
 class ModelStockParams(BaseModel):

@@ -410,7 +410,7 @@ class TaskArithmeticFamily(Method):
         stats: dict[int, _InputStats] | None,
         ctx: ChunkCtx,
     ) -> None:
-        """`_combine` in one C pass (gta.c's gta_combine), the same float32 operations in the
+        """`_combine` in one C pass (kernels.c's gta_combine), the same float32 operations in the
         same order."""
         code = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
         shared = p.shared

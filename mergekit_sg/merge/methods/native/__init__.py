@@ -1,13 +1,14 @@
-"""Fused C kernels of the task-vector methods, built once per machine at first use.
+"""Fused C kernels of the task-vector methods and SLERP, built once per machine at first use.
 
-The torch code in `task_arithmetic.py` is the reference and the fallback: it runs ~25
-elementwise passes per element, each a trip through memory; `gta.c` does the same float32
-operations in the same order in one pass over 512-element blocks that stay in L1 (the bytes
-are the same, tested). It is compiled with the system C compiler (`$CC`, else `cc`) into the
-user cache (`$XDG_CACHE_HOME/mergekit-sg/native`, keyed by the source, the compiler and the
-CPU, since it is built for this CPU) and loaded with ctypes: no build step at install, no
-Python headers. No compiler, a failed build or `MERGEKIT_SG_NATIVE=0` leaves the torch code
-in charge (`available()` is False; `reason()` says why)."""
+The torch code in `task_arithmetic.py` and `geometric.py` is the reference and the fallback:
+TIES runs ~25 elementwise passes per element, each a trip through memory; `kernels.c` does
+the same float32 operations in the same order in one pass over 512-element blocks that stay
+in L1 (the bytes are the same, tested; only float64 sums are added in another order). It is
+compiled with the system C compiler (`$CC`, else `cc`) into the user cache
+(`$XDG_CACHE_HOME/mergekit-sg/native`, keyed by the source, the compiler and the CPU, since
+it is built for this CPU) and loaded with ctypes: no build step at install, no Python
+headers. No compiler, a failed build or `MERGEKIT_SG_NATIVE=0` leaves the torch code in
+charge (`available()` is False; `reason()` says why)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("gta.c")
+SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]
-MAX_INPUTS = 32  # MAXIN in gta.c
+MAX_INPUTS = 32  # MAXIN in kernels.c
 DT_F32, DT_BF16 = 0, 1
 M_NONE, M_TOP, M_OUTLIERS, M_DARE = 0, 1, 2, 3
 K_THRESH, K_ALL, K_NONE = 0, 1, 2
@@ -35,7 +36,7 @@ _tried = False
 
 
 class GtaInput(ctypes.Structure):
-    """gta_input in gta.c: one task input's chunk and how it is sparsified and weighted."""
+    """gta_input in kernels.c: one task input's chunk and how it is sparsified and weighted."""
 
     _fields_ = [
         ("x", ctypes.c_void_p),
@@ -112,6 +113,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.gta_dare_sums.argtypes = [p, i32, p, i32, i64, i64, u64, u64, p, p]
     lib.gta_dare_mask.restype = None
     lib.gta_dare_mask.argtypes = [i64, i64, u64, u64, p]
+    lib.geo_dots.restype = None
+    lib.geo_dots.argtypes = [p, i32, p, i32, i64, p]
+    lib.geo_lin2.restype = None
+    lib.geo_lin2.argtypes = [p, i32, p, i32, f32, f32, i64, p, i32]
 
 
 def lib() -> ctypes.CDLL | None:
@@ -142,12 +147,12 @@ def _load() -> ctypes.CDLL | None:
     key = hashlib.sha256(
         SOURCE.read_bytes() + " ".join([cc, *FLAGS]).encode() + _cpu_id().encode()
     ).hexdigest()[:16]
-    target = _cache_dir() / f"gta-{key}.so"
+    target = _cache_dir() / f"kernels-{key}.so"
     if not target.exists():
         try:
             _build(cc, target)
         except (OSError, subprocess.SubprocessError):
-            target = Path(tempfile.mkdtemp(prefix="mergekit-sg-native-")) / f"gta-{key}.so"
+            target = Path(tempfile.mkdtemp(prefix="mergekit-sg-native-")) / f"kernels-{key}.so"
             _build(cc, target)  # an unwritable cache: build in a temporary folder
     out = ctypes.CDLL(str(target))
     _declare(out)

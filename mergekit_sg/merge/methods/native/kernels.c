@@ -1,4 +1,5 @@
-/* Fused kernels of the task-vector merge methods (task arithmetic, TIES, DARE, breadcrumbs).
+/* Fused kernels of the task-vector merge methods (task arithmetic, TIES, DARE, breadcrumbs)
+ * and of SLERP.
  *
  * One pass per chunk does what the torch fallback does in ~25 elementwise passes, with the
  * same float32 operations in the same order, so the bytes are the same (tested): IEEE float32,
@@ -295,5 +296,50 @@ void gta_dare_mask(int64_t start, int64_t count, uint64_t key, uint64_t t, uint8
         int n = (int)(count - s < BLK ? count - s : BLK);
         dare_mask(key, start + s, n, t, m);
         for (int j = 0; j < n; j++) out[s + j] = (uint8_t)(m[j] != 0.0f);
+    }
+}
+
+/* SLERP's statistics over one piece: sums[0] += a.a, sums[1] += b.b, sums[2] += a.b, in
+ * double, in 8 interleaved partial sums per piece added in lane order. */
+void geo_dots(const void *a, int32_t a_dtype, const void *b, int32_t b_dtype, int64_t count,
+              double *sums) {
+    float fa[BLK], fb[BLK];
+    double aa[8] = {0}, bb[8] = {0}, ab[8] = {0};
+    for (int64_t s = 0; s < count; s += BLK) {
+        int n = (int)(count - s < BLK ? count - s : BLK);
+        load(a, a_dtype, s, n, fa);
+        load(b, b_dtype, s, n, fb);
+        int j = 0;
+        for (; j + 8 <= n; j += 8)
+            for (int l = 0; l < 8; l++) {
+                double x = fa[j + l], y = fb[j + l];
+                aa[l] += x * x;
+                bb[l] += y * y;
+                ab[l] += x * y;
+            }
+        for (; j < n; j++) {
+            double x = fa[j], y = fb[j];
+            aa[j & 7] += x * x;
+            bb[j & 7] += y * y;
+            ab[j & 7] += x * y;
+        }
+    }
+    for (int l = 0; l < 8; l++) {
+        sums[0] += aa[l];
+        sums[1] += bb[l];
+        sums[2] += ab[l];
+    }
+}
+
+/* out = fma(b, cb, a * ca) in float32: torch's a.mul_(ca).add_(b, alpha=cb), bit for bit. */
+void geo_lin2(const void *a, int32_t a_dtype, const void *b, int32_t b_dtype, float ca, float cb,
+              int64_t count, void *out, int32_t out_dtype) {
+    float fa[BLK], fb[BLK];
+    for (int64_t s = 0; s < count; s += BLK) {
+        int n = (int)(count - s < BLK ? count - s : BLK);
+        load(a, a_dtype, s, n, fa);
+        load(b, b_dtype, s, n, fb);
+        for (int j = 0; j < n; j++) fa[j] = fmaf(fb[j], cb, fa[j] * ca);
+        store(out, out_dtype, s, n, fa);
     }
 }
