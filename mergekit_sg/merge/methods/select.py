@@ -87,12 +87,13 @@ def _bracket(a: np.ndarray, k: int) -> tuple[float, float]:
     """Values lo <= hi that bracket the k-th smallest of a with near certainty: sample
     quantiles +- 4 binomial standard deviations of rank (module doc)."""
     n = a.size
-    sample = np.sort(a[:: max(1, n // BRACKET_SAMPLE)])
+    sample = a[:: max(1, n // BRACKET_SAMPLE)].copy()
     m, p = sample.size, k / n
     margin = 4.0 * math.sqrt(m * p * (1.0 - p)) + 16.0
-    lo = sample[max(0, math.floor(p * (m - 1) - margin))]
-    hi = sample[min(m - 1, math.ceil(p * (m - 1) + margin))]
-    return lo, hi
+    i_lo = max(0, math.floor(p * (m - 1) - margin))
+    i_hi = min(m - 1, math.ceil(p * (m - 1) + margin))
+    sample.partition([i_lo, i_hi])  # the two order statistics, not a whole sort
+    return sample[i_lo], sample[i_hi]
 
 
 def _bracket_select(a: np.ndarray, k: int) -> tuple[float, int, int] | None:

@@ -242,7 +242,11 @@ class TaskArithmeticFamily(Method):
         out: dict[int, _InputStats] = {}
         n = ctx.numel
         mag = self.sparsify in ("magnitude", "outliers")
-        buf = torch.empty(n if mag else 0, dtype=torch.float32)
+        arena = getattr(read, "scratch", None)
+        if mag and arena is not None:
+            buf = arena(4 * n).view(torch.float32)
+        else:
+            buf = torch.empty(n if mag else 0, dtype=torch.float32)
         arr = buf.numpy()
         bptr = buf.data_ptr()
         rescale = p.shared.rescale  # type: ignore[attr-defined]
