@@ -354,3 +354,43 @@ def test_slerp_kernel_equals_the_torch_code(dtype: torch.dtype, t: float) -> Non
                 )
         outs.append(out)
     assert torch.equal(outs[0].view(torch.uint8), outs[1].view(torch.uint8))
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["ties", "dare_linear", "breadcrumbs_ties"])
+def test_lambda_grid_in_one_kernel_call_equals_one_output_at_a_time(name: str) -> None:
+    """compute_many with outputs differing only in lambda (one kernel call) gives each
+    output's bytes as the torch code computes it alone."""
+    cls, shared_model, input_model = METHODS[name]
+    m = cls()
+    xs = _inputs(100_003, 2, torch.bfloat16, 20, seed=9)
+    per = (None, input_model(weight=1.0, density=0.4), input_model(weight=0.6, density=0.7))
+    lams = [0.0, 0.35, 1.0, -0.5, 1.7]
+    ps = [Params(shared_model(**{"lambda": lam}), per) for lam in lams]
+    *_, stats = _stats(name, xs, {}, [q.model_dump() for q in per[1:]])
+    n = xs[0].numel()
+    outs = [torch.empty(n, dtype=torch.bfloat16) for _ in lams]
+    for s in range(0, n, 8191):
+        c = min(8191, n - s)
+        m.compute_many(
+            [o[s : s + c] for o in outs],
+            [x[s : s + c] for x in xs],
+            ps,
+            [stats] * len(ps),
+            ChunkCtx("layer.w", n, s, 3),
+            torch.float32,
+        )
+    with torch_only():
+        for o, p in zip(outs, ps, strict=True):
+            want = torch.empty(n, dtype=torch.bfloat16)
+            for s in range(0, n, 8191):
+                c = min(8191, n - s)
+                m.compute_into(
+                    want[s : s + c],
+                    [x[s : s + c] for x in xs],
+                    p,
+                    stats,
+                    ChunkCtx("layer.w", n, s, 3),
+                    torch.float32,
+                )
+            assert torch.equal(o.view(torch.int16), want.view(torch.int16))

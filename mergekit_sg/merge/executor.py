@@ -35,6 +35,7 @@ CHUNK_ELEMS = 1 << 22  # 4M elements: the unit other streaming passes (inspect) 
 CHUNK_BYTES = 8 << 20  # bytes per buffer at the widest dtype of the plan: 4M bfloat16
 IN_BUFFERS = 2  # per input side: one being read, one being computed on
 OUT_BUFFERS = 4  # the page cache, not these, absorbs the disk's pace
+GROUP_OUTPUTS = 4  # outputs of a chunk computed together (a grid); the pool holds 2 more
 MAX_COMPUTE_THREADS = 4
 # Statistics steps run in their own thread, at most this many tensors ahead of the merge:
 # they overlap the chunk compute (on 2 cores, the other core), and hold at most two tensors'
@@ -196,7 +197,8 @@ class _Executor:
         n_slots = max([1] + [len(e.slots) for e in es])
         self.pools = [_pool(IN_BUFFERS, n * max_in, self.cuda) for _ in range(n_slots)]
         # outputs are computed where the writer sends them to the disk from (placed_start)
-        self.out_pool = _pool(OUT_BUFFERS, n * max_out + 2 * PLACED_ALIGN, self.cuda, PLACED_ALIGN)
+        n_out = OUT_BUFFERS if self.cuda else max(OUT_BUFFERS, min(len(writers), GROUP_OUTPUTS) + 2)
+        self.out_pool = _pool(n_out, n * max_out + 2 * PLACED_ALIGN, self.cuda, PLACED_ALIGN)
         self.q_in: queue.Queue = queue.Queue(maxsize=IN_BUFFERS)
         self.q_out: queue.Queue = queue.Queue(maxsize=OUT_BUFFERS + 2 * len(writers))
         self.pipe = _Pipeline()
@@ -372,11 +374,18 @@ class _Executor:
         return todo
 
     def _merge_cpu(self, c: _Chunk, xs: list[torch.Tensor | None]) -> None:
+        """The chunk's outputs in groups of up to GROUP_OUTPUTS, one `compute_many` each (a
+        method may share work between a grid's outputs)."""
         cd = self.plan.compute_dtype
-        for k, p, stats, ctx in self._todo(c):
-            out, lease, start = self._out_buffer(k, c)
-            self.method.compute_into(out, xs, p, stats, ctx, cd)
-            self.pipe.put(self.q_out, (k, c, out, lease, start))
+        todo = self._todo(c)
+        for g in range(0, len(todo), GROUP_OUTPUTS):
+            part = todo[g : g + GROUP_OUTPUTS]
+            bufs = [self._out_buffer(k, c) for k, *_ in part]
+            self.method.compute_many(
+                [b[0] for b in bufs], xs, [t[1] for t in part], [t[2] for t in part], part[0][3], cd
+            )
+            for (k, *_), (out, lease, start) in zip(part, bufs, strict=True):
+                self.pipe.put(self.q_out, (k, c, out, lease, start))
 
     def _merge_cuda(self, c: _Chunk, xs: list[torch.Tensor | None]) -> None:
         """Pinned chunks to the device and results back with non-blocking copies; one stream

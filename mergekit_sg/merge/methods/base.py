@@ -101,6 +101,21 @@ class Method:
             sub = replace(ctx, start=ctx.start + s)
             out[s:e].copy_(self.compute(conv, p, stats, sub))  # type: ignore[arg-type]
 
+    def compute_many(
+        self,
+        outs: list[torch.Tensor],
+        xs: list[torch.Tensor | None],
+        ps: list[Params],
+        stats: list[Any],
+        ctx: ChunkCtx,
+        compute_dtype: torch.dtype,
+    ) -> None:
+        """Several outputs of one chunk (a grid): `outs[j]` from `ps[j]` and `stats[j]`. One
+        `compute_into` each unless a method shares work between them (task arithmetic's
+        lambda grid)."""
+        for out, p, st in zip(outs, ps, stats, strict=True):
+            self.compute_into(out, xs, p, st, ctx, compute_dtype)
+
 
 def stream_pass(read: Reader, slot: int, numel: int) -> Any:
     """(start, chunk) pairs of one slot's tensor in STATS_CHUNK pieces."""

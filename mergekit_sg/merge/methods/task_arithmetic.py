@@ -18,6 +18,7 @@ thresholds and the L1 norms are the statistics step; the elementwise rest runs p
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Hashable
 from dataclasses import replace
@@ -365,7 +366,8 @@ class TaskArithmeticFamily(Method):
         costs more than the operation that fills it)."""
         lib = native.lib()
         if lib is not None and self._native_ok(out, xs, stats, compute_dtype):
-            self._combine_native(lib, out, xs, p, stats, ctx)  # type: ignore[arg-type]
+            lam = p.shared.lambda_  # type: ignore[attr-defined]
+            self._combine_native(lib, [out], xs, p, stats, ctx, [lam])  # type: ignore[arg-type]
             return
         n = out.numel()
         blk = min(n, COMPUTE_BLOCK)
@@ -405,17 +407,40 @@ class TaskArithmeticFamily(Method):
                     return False
         return True
 
+    def compute_many(self, outs, xs, ps, stats, ctx, compute_dtype) -> None:  # type: ignore[override]
+        """Outputs that differ only in lambda (a lambda grid) and share their statistics are
+        one kernel call: the masked, weighted, elected task vectors are made once per chunk
+        and each output is base + lambda * delta."""
+        lib = native.lib()
+        groups: dict[Hashable, list[int]] = {}
+        for j, p in enumerate(ps):
+            shared = p.shared.model_copy(update={"lambda_": 0.0})
+            groups.setdefault((p.per_input, shared, id(stats[j])), []).append(j)
+        for js in groups.values():
+            first = js[0]
+            if lib is not None and all(
+                self._native_ok(outs[j], xs, stats[j], compute_dtype) for j in js
+            ):
+                lams = [ps[j].shared.lambda_ for j in js]  # type: ignore[attr-defined]
+                self._combine_native(
+                    lib, [outs[j] for j in js], xs, ps[first], stats[first], ctx, lams
+                )  # type: ignore[arg-type]
+            else:
+                for j in js:
+                    self.compute_into(outs[j], xs, ps[j], stats[j], ctx, compute_dtype)
+
     def _combine_native(
         self,
         lib: Any,
-        out: torch.Tensor,
+        outs: list[torch.Tensor],
         xs: list[torch.Tensor],
         p: Params,
         stats: dict[int, _InputStats] | None,
         ctx: ChunkCtx,
+        lambdas: list[float],
     ) -> None:
         """`_combine` in one C pass (kernels.c's gta_combine), the same float32 operations in the
-        same order."""
+        same order, one output per lambda."""
         code = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
         shared = p.shared
         ins = (native.GtaInput * (len(xs) - 1))()
@@ -442,12 +467,15 @@ class TaskArithmeticFamily(Method):
             if st.scale != 1.0:
                 g.scale, g.has_scale = st.scale, 1
         wsum = sum(weights)
-        lam = shared.lambda_  # type: ignore[attr-defined]
+        k = len(outs)
+        has = (ctypes.c_int32 * k)(*[int(lam != 1.0) for lam in lambdas])
+        lams = (ctypes.c_float * k)(*lambdas)
+        ptrs = (ctypes.c_void_p * k)(*[o.data_ptr() for o in outs])
         rc = lib.gta_combine(
             xs[0].data_ptr(), code[xs[0].dtype], ins, len(xs) - 1,
             int(self.elect), int(shared.normalize), int(min(weights) > 0.0), min(weights),  # type: ignore[attr-defined]
-            1.0 if abs(wsum) < 1e-8 else wsum, int(lam != 1.0), lam,
-            ctx.start, out.numel(), out.data_ptr(), code[out.dtype],
+            1.0 if abs(wsum) < 1e-8 else wsum, k, has, lams,
+            ctx.start, outs[0].numel(), ptrs, code[outs[0].dtype],
         )  # fmt: skip
         if rc != 0:
             raise RuntimeError(f"gta_combine failed ({rc})")

@@ -124,8 +124,8 @@ static inline void top_mask(const float *a, int n, int64_t g0, int kind, float v
 
 int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int32_t n_in,
                 int32_t elect, int32_t normalize, int32_t floor_min_w, float min_w,
-                float const_div, int32_t has_lambda, float lambda, int64_t start, int64_t count,
-                void *out, int32_t out_dtype) {
+                float const_div, int32_t n_out, const int32_t *has_lambda, const float *lambda,
+                int64_t start, int64_t count, void *const *outs, int32_t out_dtype) {
     if (n_in < 1 || n_in > MAXIN) return -1;
     float bb[BLK], d[MAXIN][BLK], a[BLK], m[BLK], m2[BLK];
     float mixed[BLK], div[BLK], maj[BLK];
@@ -188,10 +188,16 @@ int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int3
             if (normalize)
                 for (int j = 0; j < n; j++) mixed[j] = mixed[j] / const_div;
         }
-        if (has_lambda)
-            for (int j = 0; j < n; j++) mixed[j] = mixed[j] * lambda;
-        for (int j = 0; j < n; j++) mixed[j] = mixed[j] + bb[j];
-        store(out, out_dtype, s, n, mixed);
+        /* one output per lambda: everything above is shared by them (a lambda grid) */
+        for (int k = 0; k < n_out; k++) {
+            float lam = lambda[k];
+            if (has_lambda[k])
+                for (int j = 0; j < n; j++) a[j] = mixed[j] * lam;
+            else
+                for (int j = 0; j < n; j++) a[j] = mixed[j];
+            for (int j = 0; j < n; j++) a[j] = a[j] + bb[j];
+            store(outs[k], out_dtype, s, n, a);
+        }
     }
     return 0;
 }
