@@ -67,7 +67,7 @@ class Slerp(Method):
         raw = getattr(read, "raw", None)
         if lib is not None and raw is not None:
             sums = np.zeros(3, np.float64)
-            scratch = [torch.empty(STATS_CHUNK * 4, dtype=torch.uint8) for _ in range(2)]
+            scratch = [torch.empty(STATS_CHUNK * 8, dtype=torch.uint8) for _ in range(2)]
             for s in range(0, ctx.numel, STATS_CHUNK):
                 c = min(STATS_CHUNK, ctx.numel - s)
                 a, b = raw(0, s, c, scratch[0]), raw(1, s, c, scratch[1])

@@ -75,8 +75,8 @@ class TopSet:
 
 
 # scan(lo, hi, limit) -> (#elements < lo, #elements > hi, values and flat indices in order of
-# those in [lo, hi]; all of them, or more than `limit` of them when there are more)
-BracketScan = Callable[[float, float, int], tuple[int, int, np.ndarray, np.ndarray]]
+# those in [lo, hi]), or None when more than `limit` elements are in [lo, hi]
+BracketScan = Callable[[float, float, int], tuple[int, int, np.ndarray, np.ndarray] | None]
 
 BRACKET_MIN = 1 << 16  # below this many elements, partition the whole buffer
 BRACKET_SAMPLE = 1 << 16
@@ -159,7 +159,10 @@ def top_set_scan(a: np.ndarray, c: int, scan: BracketScan) -> TopSet | None:
         return None
     lo, hi = _bracket(a, k)
     limit = max(1 << 12, n >> 4)
-    below, above, vals, idx = scan(lo, hi, limit)
+    got = scan(lo, hi, limit)
+    if got is None:
+        return None
+    below, above, vals, idx = got
     found = vals.size
     if found > limit or below + above + found != n or not below <= k < below + found:
         return None  # NaN is counted nowhere; or v outside [lo, hi]; or too many

@@ -252,15 +252,17 @@ class TaskArithmeticFamily(Method):
         bptr = buf.data_ptr()
         rescale = p.shared.rescale  # type: ignore[attr-defined]
 
-        def scan(lo: float, hi: float, limit: int) -> tuple[int, int, np.ndarray, np.ndarray]:
-            cap = max(1 << 12, n >> 5)
+        def scan(lo: float, hi: float, limit: int) -> Any:
+            cap = min(limit, max(1 << 12, n >> 5))
             while True:
                 vals, idx = np.empty(cap, np.float32), np.empty(cap, np.int64)
                 counts = np.zeros(2, np.int64)
                 found = lib.gta_bracket(
                     bptr, n, lo, hi, vals.ctypes.data, idx.ctypes.data, cap, counts.ctypes.data
                 )
-                if found <= cap or found > limit:
+                if found > limit:
+                    return None
+                if found <= cap:
                     return int(counts[0]), int(counts[1]), vals[:found], idx[:found]
                 cap = found  # more than the first guess: once more, with room for them all
 
@@ -270,7 +272,7 @@ class TaskArithmeticFamily(Method):
 
         raw = getattr(read, "raw", None)  # pieces as stored: the kernel converts them
         codes = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
-        scratch = [torch.empty(STATS_CHUNK * 4, dtype=torch.uint8) for _ in range(2)]
+        scratch = [torch.empty(STATS_CHUNK * 8, dtype=torch.uint8) for _ in range(2)]  # float64
 
         def pairs(i: int) -> Any:
             """(start, base piece, input piece) in STATS_CHUNK pieces, float32 or bfloat16."""
