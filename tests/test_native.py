@@ -210,7 +210,7 @@ def test_bracket_scan_equals_the_partition(n, levels, frac, seed) -> None:
             return None
         return int((a < lo).sum()), int((a > hi).sum()), a[inside], inside
 
-    got = sel.top_set_scan(a, c, scan)
+    got = sel.top_set_scan(n, c, lambda: a[:: sel.sample_step(n)].copy(), scan)
     want = sel.top_set(w.clone(), c)
     if got is None:  # the bracket missed: the caller partitions
         return
@@ -424,3 +424,37 @@ def test_float64_and_float16_inputs_merge_as_without_kernels(
     with torch_only():
         b = load_file(merge(cfg, tmp_path / "b", model_card=False).out / "model.safetensors")
     assert torch.equal(a["w"].view(torch.int32), b["w"].view(torch.int32))
+
+
+@needs_native
+def test_merge_reads_safetensors_in_place_for_the_statistics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the executor, a safetensors source's statistics come from the one-pass kernel
+    over the mapped file (no |tau| buffer), with the torch code's bytes."""
+    lib = native.lib()
+    calls: list[int] = []
+    real = lib.gta_absdiff_bracket
+
+    def spy(*a):  # type: ignore[no-untyped-def]
+        calls.append(a[4])
+        return real(*a)
+
+    monkeypatch.setattr(lib, "gta_absdiff_bracket", spy)
+    paths = _files(tmp_path, 120_000)
+    cfg = {
+        "merge_method": "breadcrumbs_ties",
+        "base_model": str(paths[0]),
+        "models": [
+            {"model": str(p), "parameters": {"weight": w, "density": 0.5, "gamma": 0.05}}
+            for p, w in zip(paths[1:], (1.0, 0.5), strict=True)
+        ],
+        "dtype": "bfloat16",
+    }
+    a = load_file(merge(cfg, tmp_path / "a", model_card=False).out / "model.safetensors")
+    assert 120_000 in calls  # the whole tensor in one call, straight from the mapping
+    monkeypatch.undo()
+    with torch_only():
+        b = load_file(merge(cfg, tmp_path / "b", model_card=False).out / "model.safetensors")
+    for k in a:
+        assert torch.equal(a[k].view(torch.int16), b[k].view(torch.int16)), k

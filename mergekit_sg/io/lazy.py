@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mergekit_sg.io.dtypes import itemsize
@@ -112,6 +113,17 @@ class Checkpoint:
         buf = scratch[:nbytes] if scratch is not None else torch.empty(nbytes, dtype=torch.uint8)
         st.pread_into(info.offset + start * size, buf)
         return buf.view(info.dtype)
+
+    def mapped_flat(self, name: str) -> np.ndarray | None:
+        """The stored bytes of the whole tensor as a read-only zero-copy uint8 view of the
+        page cache (safetensors only; None for other formats or when it cannot be mapped)."""
+        info = self.tensors[name]
+        if info.offset < 0 or not self._st:
+            return None
+        st = self._st[info.file_index]
+        if st is None:
+            return None
+        return st.mapped(info.offset, info.numel * itemsize(info.dtype))
 
     def file_hashes(self) -> dict[str, str]:
         """SHA-256 of every weight file, read through the descriptors the data is read from."""

@@ -19,14 +19,17 @@ and no overlap, match shape x itemsize, and end exactly at the end of the file."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import mmap
 import os
 import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mergekit_sg.errors import SgMergeError
@@ -84,6 +87,7 @@ class SafetensorsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = open_regular(path)
+        self._mm: mmap.mmap | None = None
         try:
             self.entries, self.metadata, self.header_size = _parse_header(path, self._fd)
         except BaseException:
@@ -113,6 +117,22 @@ class SafetensorsFile:
             done += n
         return buf
 
+    def mapped(self, offset: int, nbytes: int) -> np.ndarray | None:
+        """A read-only zero-copy view (uint8) of the file's bytes [offset, offset + nbytes)
+        through one shared mapping of the file, for kernels that read the page cache in place
+        (no copy); None when the file is shorter than that now (it changed since it was
+        opened) or cannot be mapped."""
+        if self._mm is None:
+            if self._fd is None:
+                raise SgMergeError(f"{self.path}: read after close")
+            try:
+                self._mm = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                return None
+        if offset + nbytes > self._mm.size() or os.fstat(self.fileno()).st_size < len(self._mm):
+            return None
+        return np.frombuffer(self._mm, dtype=np.uint8, count=nbytes, offset=offset)
+
     def read(self, name: str) -> torch.Tensor:
         e = self.entries[name]
         buf = torch.empty(e.end - e.begin, dtype=torch.uint8)
@@ -120,6 +140,11 @@ class SafetensorsFile:
         return buf.view(e.dtype).reshape(e.shape)
 
     def close(self) -> None:
+        if self._mm is not None:
+            # views still held elsewhere keep the mapping until they go
+            with contextlib.suppress(BufferError):
+                self._mm.close()
+            self._mm = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mergekit_sg.device import resolve_device
@@ -494,6 +495,14 @@ class _TensorReader:
     ) -> torch.Tensor:
         i, name = self.e.slots[k]  # type: ignore[misc]
         return self.sources[i].read_flat(name, start, count, scratch=scratch)
+
+    def mapped(self, k: int) -> tuple[np.ndarray, torch.dtype] | None:
+        """Slot k's whole stored tensor as a zero-copy view of the page cache (uint8) and
+        its dtype, where the format allows (safetensors), else None."""
+        i, name = self.e.slots[k]  # type: ignore[misc]
+        ck = self.sources[i]
+        view = ck.mapped_flat(name)
+        return None if view is None else (view, ck.tensors[name].dtype)
 
 
 def _slots(e: PlanEntry) -> list[tuple[int, str]]:

@@ -65,6 +65,16 @@ class Slerp(Method):
         lanes, where it is built: the same up to the order of the additions)."""
         lib = native.lib()
         raw = getattr(read, "raw", None)
+        mapped = getattr(read, "mapped", None)
+        views = [mapped(0), mapped(1)] if lib is not None and mapped is not None else [None]
+        if all(v is not None and v[1] in _CODES for v in views):
+            sums = np.zeros(3, np.float64)
+            (a, da), (b, db) = views  # type: ignore[misc]
+            lib.geo_dots(
+                a.ctypes.data, _CODES[da], b.ctypes.data, _CODES[db], ctx.numel,
+                sums.ctypes.data,
+            )  # fmt: skip
+            return _cos(*(float(v) for v in sums))
         if lib is not None and raw is not None:
             sums = np.zeros(3, np.float64)
             scratch = [torch.empty(STATS_CHUNK * 8, dtype=torch.uint8) for _ in range(2)]

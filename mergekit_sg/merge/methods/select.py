@@ -83,11 +83,19 @@ BRACKET_SAMPLE = 1 << 16
 BRACKET_BLOCK = 1 << 18
 
 
+def sample_step(n: int) -> int:
+    """The stride of the bracket's sample of a tensor of n elements: elements 0, s, 2s, ..."""
+    return max(1, n // BRACKET_SAMPLE)
+
+
 def _bracket(a: np.ndarray, k: int) -> tuple[float, float]:
-    """Values lo <= hi that bracket the k-th smallest of a with near certainty: sample
-    quantiles +- 4 binomial standard deviations of rank (module doc)."""
-    n = a.size
-    sample = a[:: max(1, n // BRACKET_SAMPLE)].copy()
+    return bracket_of_sample(a[:: sample_step(a.size)].copy(), a.size, k)
+
+
+def bracket_of_sample(sample: np.ndarray, n: int, k: int) -> tuple[float, float]:
+    """Values lo <= hi that bracket the k-th smallest of n values with near certainty, from
+    their strided sample (`sample_step`; partitioned in place): sample quantiles +- 4
+    binomial standard deviations of rank (module doc)."""
     m, p = sample.size, k / n
     margin = 4.0 * math.sqrt(m * p * (1.0 - p)) + 16.0
     i_lo = max(0, math.floor(p * (m - 1) - margin))
@@ -144,12 +152,15 @@ def top_set(w: torch.Tensor, c: int) -> TopSet:
     return TopSet(float(v), c - greater, all_ties=c - greater == n_eq)
 
 
-def top_set_scan(a: np.ndarray, c: int, scan: BracketScan) -> TopSet | None:
-    """The c largest of the flat non-negative float32 array a by the bracket select (module
-    doc) with its counting and gathering pass done by `scan` (the fused kernel's one pass
-    instead of numpy's five); the gathered indices give the cut at once, so the chunks can be
-    merged in any order. None where the bracket misses (the caller partitions instead)."""
-    n = a.size
+def top_set_scan(
+    n: int, c: int, sample: Callable[[], np.ndarray], scan: BracketScan
+) -> TopSet | None:
+    """The c largest of n non-negative float32 values by the bracket select (module doc):
+    `sample()` gives their strided sample (`sample_step`, a fresh array) and `scan` does the
+    counting and gathering pass (the kernel's one pass instead of numpy's five, over a
+    buffer or straight from the inputs); the gathered indices give the cut at once, so the
+    chunks can be merged in any order. None where the bracket misses (the caller
+    partitions instead)."""
     if c >= n:
         return TopSet(0.0, 0, everything=True)
     if c <= 0:
@@ -157,7 +168,7 @@ def top_set_scan(a: np.ndarray, c: int, scan: BracketScan) -> TopSet | None:
     k = n - c
     if n < BRACKET_MIN:
         return None
-    lo, hi = _bracket(a, k)
+    lo, hi = bracket_of_sample(sample(), n, k)
     limit = max(1 << 12, n >> 4)
     got = scan(lo, hi, limit)
     if got is None:

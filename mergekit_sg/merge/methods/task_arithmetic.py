@@ -42,6 +42,7 @@ from mergekit_sg.merge.methods.base import (
 from mergekit_sg.merge.methods.select import (
     TopSet,
     resolve_cut,
+    sample_step,
     top_set,
     top_set_scan,
 )
@@ -234,79 +235,123 @@ class TaskArithmeticFamily(Method):
         return out
 
     def _stats_native(self, lib: Any, read: Reader, ctx: ChunkCtx, p: Params) -> Any:
-        """The statistics with the C kernels: per magnitude input one pass writes |tau| into
-        a float32 buffer of the tensor, and one pass over it counts and gathers the bracket
-        select's candidates (`top_set_scan`: the same sets as `top_set`, with the cut, so
-        chunks can be merged in any order). DARE's rescale sums are one pass with the draw;
-        its masks are drawn again per chunk (cheaper than holding them). Where the bracket
-        misses (or the tensor holds NaN) the torch code's partition decides."""
+        """The statistics with the C kernels. Per magnitude input, where the reader maps the
+        stored tensors (safetensors in the page cache), one pass over base and input counts
+        and gathers the bracket select's candidates of |tau| computed on the fly
+        (`top_set_scan`: the same sets as `top_set`, with the cut, so chunks can be merged in
+        any order); no |tau| buffer and no copy of the inputs. Otherwise, or where that
+        bracket misses, |tau| is written into a float32 buffer of the tensor first (a buffer
+        reused from tensor to tensor) and scanned, or partitioned (NaN, a missed bracket).
+        DARE's rescale sums are one pass with the draw; its masks are drawn again per chunk
+        (cheaper than holding them)."""
         out: dict[int, _InputStats] = {}
         n = ctx.numel
         mag = self.sparsify in ("magnitude", "outliers")
-        arena = getattr(read, "scratch", None)
-        if mag and arena is not None:
-            buf = arena(4 * n).view(torch.float32)
-        else:
-            buf = torch.empty(n if mag else 0, dtype=torch.float32)
-        arr = buf.numpy()
-        bptr = buf.data_ptr()
         rescale = p.shared.rescale  # type: ignore[attr-defined]
+        codes = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
+        mapped = getattr(read, "mapped", None)  # whole stored tensors, read in place
+        raw = getattr(read, "raw", None)  # pieces as stored: the kernel converts them
+        arena = getattr(read, "scratch", None)
+        scratch = [torch.empty(STATS_CHUNK * 8, dtype=torch.uint8) for _ in range(2)]  # float64
+        views: dict[int, tuple[Any, int] | None] = {}
 
-        def scan(lo: float, hi: float, limit: int) -> Any:
-            cap = min(limit, max(1 << 12, n >> 5))
-            while True:
-                vals, idx = np.empty(cap, np.float32), np.empty(cap, np.int64)
-                counts = np.zeros(2, np.int64)
-                found = lib.gta_bracket(
-                    bptr, n, lo, hi, vals.ctypes.data, idx.ctypes.data, cap, counts.ctypes.data
-                )
-                if found > limit:
-                    return None
-                if found <= cap:
-                    return int(counts[0]), int(counts[1]), vals[:found], idx[:found]
-                cap = found  # more than the first guess: once more, with room for them all
+        def whole(k: int) -> tuple[Any, int] | None:
+            """(array holding slot k's stored tensor, kernel dtype code), or None."""
+            if k not in views:
+                got = mapped(k) if mapped is not None else None
+                views[k] = (got[0], codes[got[1]]) if got and got[1] in codes else None
+            return views[k]
+
+        def pairs(i: int) -> Any:
+            """(start, count, base pointer, code, input pointer, code, keep-alive): the whole
+            tensors where mapped, else STATS_CHUNK pieces read as stored or converted."""
+            wb, wx = whole(0), whole(i)
+            if wb is not None and wx is not None:
+                yield 0, n, wb[0].ctypes.data, wb[1], wx[0].ctypes.data, wx[1], None
+                return
+            for s in range(0, n, STATS_CHUNK):
+                c = min(STATS_CHUNK, n - s)
+                if raw is not None:
+                    bt, xt = raw(0, s, c, scratch[0]), raw(i, s, c, scratch[1])
+                    if bt.dtype not in codes or xt.dtype not in codes:
+                        bt, xt = read(0, s, c), read(i, s, c)
+                else:
+                    bt, xt = read(0, s, c), read(i, s, c)
+                cb, cx = codes[bt.dtype], codes[xt.dtype]
+                yield s, c, bt.data_ptr(), cb, xt.data_ptr(), cx, (bt, xt)
+
+        buf_t: list[torch.Tensor] = []
+
+        def buffer() -> torch.Tensor:
+            if not buf_t:
+                if arena is not None:
+                    buf_t.append(arena(4 * n).view(torch.float32))
+                else:
+                    buf_t.append(torch.empty(n, dtype=torch.float32))
+            return buf_t[0]
+
+        def gather(call: Any) -> Any:
+            """A BracketScan from call(lo, hi, vals, idx, cap, counts) -> found."""
+
+            def scan(lo: float, hi: float, limit: int) -> Any:
+                cap = min(limit, max(1 << 12, n >> 5))
+                while True:
+                    vals, idx = np.empty(cap, np.float32), np.empty(cap, np.int64)
+                    counts = np.zeros(2, np.int64)
+                    found = call(lo, hi, vals.ctypes.data, idx.ctypes.data, cap, counts.ctypes.data)
+                    if found > limit:
+                        return None
+                    if found <= cap:
+                        return int(counts[0]), int(counts[1]), vals[:found], idx[:found]
+                    cap = found  # more than the first guess: once more, room for them all
+
+            return scan
 
         def abs_pieces(i: int) -> Any:
             for s, b in stream_pass(read, 0, n):
                 yield s, read(i, s, b.numel()).sub_(b).abs_()
 
-        raw = getattr(read, "raw", None)  # pieces as stored: the kernel converts them
-        codes = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
-        scratch = [torch.empty(STATS_CHUNK * 8, dtype=torch.uint8) for _ in range(2)]  # float64
-
-        def pairs(i: int) -> Any:
-            """(start, base piece, input piece) in STATS_CHUNK pieces, float32 or bfloat16."""
-            for s in range(0, n, STATS_CHUNK):
-                c = min(STATS_CHUNK, n - s)
-                if raw is not None:
-                    b, x = raw(0, s, c, scratch[0]), raw(i, s, c, scratch[1])
-                    if b.dtype in codes and x.dtype in codes:
-                        yield s, b, x
-                        continue
-                yield s, read(0, s, c), read(i, s, c)
-
+        step = sample_step(n)
+        m = -(-n // step)
         for i in self._active(p):
             q = p.per_input[i]
             keep_top = drop_top = None
             l1 = kept = 0.0
             scale = 1.0
             if mag:
-                for s, b, x in pairs(i):
-                    lib.gta_absdiff(
-                        b.data_ptr(), codes[b.dtype], x.data_ptr(), codes[x.dtype],
-                        b.numel(), bptr + 4 * s,
-                    )  # fmt: skip
-                if rescale:
-                    l1 = float(buf.sum(dtype=torch.float64))
                 if self.sparsify == "magnitude":
                     sizes = [max(1, int(q.density * n))]  # type: ignore[union-attr]
                 else:
                     target = int(q.density * n)  # type: ignore[union-attr]
                     n_bot = max(0, n - target - int(q.gamma * n))  # type: ignore[union-attr]
                     sizes = [n - n_bot - target, n - n_bot]
-                tops = [top_set_scan(arr, c, scan) for c in sizes]
-                if any(t is None for t in tops):  # the partition (it permutes the buffer)
-                    tops = [resolve_cut(top_set(buf, c), abs_pieces(i)) for c in sizes]
+                tops: list[TopSet | None] = [None]
+                wb, wx = whole(0), whole(i)
+                if wb is not None and wx is not None and not rescale:
+                    bp, bc, xp, xc = wb[0].ctypes.data, wb[1], wx[0].ctypes.data, wx[1]
+                    sample = np.empty(m, np.float32)
+                    lib.gta_absdiff_strided(bp, bc, xp, xc, m, step, sample.ctypes.data)
+                    scan = gather(
+                        lambda lo, hi, v, ix, cap, cnt, bp=bp, bc=bc, xp=xp, xc=xc: (
+                            lib.gta_absdiff_bracket(bp, bc, xp, xc, n, lo, hi, v, ix, cap, cnt)
+                        )
+                    )
+                    tops = [top_set_scan(n, c, sample.copy, scan) for c in sizes]
+                if any(t is None for t in tops):  # |tau| into the buffer, then scanned
+                    buf = buffer()
+                    bptr, arr = buf.data_ptr(), buf.numpy()
+                    for s, c, bp, bc, xp, xc, _keep in pairs(i):
+                        lib.gta_absdiff(bp, bc, xp, xc, c, bptr + 4 * s)
+                    if rescale:
+                        l1 = float(buf.sum(dtype=torch.float64))
+                    scan = gather(
+                        lambda lo, hi, v, ix, cap, cnt, bptr=bptr: lib.gta_bracket(
+                            bptr, n, lo, hi, v, ix, cap, cnt
+                        )
+                    )
+                    tops = [top_set_scan(n, c, lambda a=arr: a[::step].copy(), scan) for c in sizes]
+                    if any(t is None for t in tops):  # the partition (it permutes the buffer)
+                        tops = [resolve_cut(top_set(buf, c), abs_pieces(i)) for c in sizes]
                 if self.sparsify == "magnitude":
                     keep_top = tops[0]
                 else:
@@ -318,11 +363,10 @@ class TaskArithmeticFamily(Method):
             elif rescale:  # DARE
                 sums = np.zeros(2, np.float64)
                 key, t = dare_key(ctx.seed, ctx.name, i), dare_threshold(q.density)  # type: ignore[union-attr]
-                for s, b, x in pairs(i):
+                for s, c, bp, bc, xp, xc, _keep in pairs(i):
                     lib.gta_dare_sums(
-                        b.data_ptr(), codes[b.dtype], x.data_ptr(), codes[x.dtype], b.numel(),
-                        s, key, t, sums.ctypes.data, sums.ctypes.data + 8,
-                    )  # fmt: skip
+                        bp, bc, xp, xc, c, s, key, t, sums.ctypes.data, sums.ctypes.data + 8
+                    )
                 l1, kept = float(sums[0]), float(sums[1])
             if rescale and l1 >= 1e-7 and kept >= 1e-7:
                 scale = l1 / kept

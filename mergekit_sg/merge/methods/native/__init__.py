@@ -110,6 +110,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.gta_absdiff.restype = None
     lib.gta_absdiff.argtypes = [p, i32, p, i32, i64, p]
     lib.gta_bracket.restype = i64
+    lib.gta_absdiff_strided.restype = None
+    lib.gta_absdiff_strided.argtypes = [p, i32, p, i32, i64, i64, p]
+    lib.gta_absdiff_bracket.restype = i64
+    lib.gta_absdiff_bracket.argtypes = [p, i32, p, i32, i64, f32, f32, p, p, i64, p]
     lib.gta_bracket.argtypes = [p, i64, f32, f32, p, p, i64, p]
     lib.gta_dare_sums.restype = None
     lib.gta_dare_sums.argtypes = [p, i32, p, i32, i64, i64, u64, u64, p, p]

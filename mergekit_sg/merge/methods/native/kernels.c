@@ -261,6 +261,43 @@ int64_t gta_bracket(const float *a, int64_t count, float lo, float hi, float *va
     return found;
 }
 
+/* The bracket select's sample: out[i] = |x[i * step] - base[i * step]| for i < m. */
+void gta_absdiff_strided(const void *base, int32_t base_dtype, const void *x, int32_t x_dtype,
+                         int64_t m, int64_t step, float *out) {
+    for (int64_t i = 0; i < m; i++) {
+        float b, v;
+        load(base, base_dtype, i * step, 1, &b);
+        load(x, x_dtype, i * step, 1, &v);
+        out[i] = fabsf(v - b);
+    }
+}
+
+/* gta_bracket of |x - base| computed on the fly: one pass over the inputs (read in place,
+ * e.g. from the page cache through a mapping), no |tau| buffer. */
+int64_t gta_absdiff_bracket(const void *base, int32_t base_dtype, const void *x,
+                            int32_t x_dtype, int64_t count, float lo, float hi, float *vals,
+                            int64_t *idx, int64_t cap, int64_t *counts) {
+    float bb[BLK], a[BLK];
+    int64_t below = 0, above = 0, found = 0, part[2];
+    for (int64_t s = 0; s < count; s += BLK) {
+        int n = (int)(count - s < BLK ? count - s : BLK);
+        load(base, base_dtype, s, n, bb);
+        load(x, x_dtype, s, n, a);
+        for (int j = 0; j < n; j++) a[j] = fabsf(a[j] - bb[j]);
+        int64_t room = cap > found ? cap - found : 0;
+        int64_t f = gta_bracket(a, n, lo, hi, vals + (room ? found : 0),
+                                idx + (room ? found : 0), room, part);
+        if (room)
+            for (int64_t j = 0; j < (f < room ? f : room); j++) idx[found + j] += s;
+        below += part[0];
+        above += part[1];
+        found += f;
+    }
+    counts[0] = below;
+    counts[1] = above;
+    return found;
+}
+
 /* DARE's rescale sums over one piece: l1 += sum |d|, kept += sum |d| * keep, in double,
  * in 8 interleaved partial sums (lane j % 8 of the piece) added in lane order at the end. */
 void gta_dare_sums(const void *base, int32_t base_dtype, const void *x, int32_t x_dtype,
