@@ -19,7 +19,6 @@ and no overlap, match shape x itemsize, and end exactly at the end of the file."
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import mmap
@@ -87,7 +86,6 @@ class SafetensorsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = open_regular(path)
-        self._mm: mmap.mmap | None = None
         try:
             self.entries, self.metadata, self.header_size = _parse_header(path, self._fd)
         except BaseException:
@@ -117,21 +115,21 @@ class SafetensorsFile:
             done += n
         return buf
 
-    def mapped(self, offset: int, nbytes: int) -> np.ndarray | None:
-        """A read-only zero-copy view (uint8) of the file's bytes [offset, offset + nbytes)
-        through one shared mapping of the file, for kernels that read the page cache in place
-        (no copy); None when the file is shorter than that now (it changed since it was
-        opened) or cannot be mapped."""
-        if self._mm is None:
-            if self._fd is None:
-                raise SgMergeError(f"{self.path}: read after close")
-            try:
-                self._mm = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
-            except (OSError, ValueError):
-                return None
-        if offset + nbytes > self._mm.size() or os.fstat(self.fileno()).st_size < len(self._mm):
+    def map_range(self, offset: int, nbytes: int) -> tuple[mmap.mmap, np.ndarray] | None:
+        """A read-only zero-copy view (uint8) of the file's bytes [offset, offset + nbytes),
+        for kernels that read the page cache in place (no copy), with its mapping, which the
+        caller closes when done (a mapping of only this range: unmapping it costs in the
+        caller's thread, not at exit). None when the file is shorter than that now (it
+        changed since it was opened) or cannot be mapped."""
+        fd = self.fileno()
+        if offset + nbytes > os.fstat(fd).st_size or nbytes <= 0:
             return None
-        return np.frombuffer(self._mm, dtype=np.uint8, count=nbytes, offset=offset)
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            mm = mmap.mmap(fd, nbytes + offset - start, access=mmap.ACCESS_READ, offset=start)
+        except (OSError, ValueError):
+            return None
+        return mm, np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=offset - start)
 
     def read(self, name: str) -> torch.Tensor:
         e = self.entries[name]
@@ -140,11 +138,6 @@ class SafetensorsFile:
         return buf.view(e.dtype).reshape(e.shape)
 
     def close(self) -> None:
-        if self._mm is not None:
-            # views still held elsewhere keep the mapping until they go
-            with contextlib.suppress(BufferError):
-                self._mm.close()
-            self._mm = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -28,8 +28,7 @@ from mergekit_sg.io.safetensors_write import (
     aligned_empty,
     placed_start,
 )
-from mergekit_sg.merge.methods import ChunkCtx, Params
-from mergekit_sg.merge.methods.base import Reader
+from mergekit_sg.merge.methods import ChunkCtx, Params, native
 from mergekit_sg.merge.plan import MergePlan, PlanEntry
 
 CHUNK_ELEMS = 1 << 22  # 4M elements: the unit other streaming passes (inspect) use
@@ -39,10 +38,22 @@ OUT_BUFFERS = 4  # the page cache, not these, absorbs the disk's pace
 GROUP_OUTPUTS = 4  # outputs of a chunk computed together (a grid); the pool holds 2 more
 MAX_COMPUTE_THREADS = 4
 # Statistics steps run in their own thread, at most this many tensors ahead of the merge:
-# they overlap the chunk compute (on 2 cores, the other core), and hold at most two tensors'
-# statistics (the one being merged, the next) besides the one being computed. 0: no thread,
-# each tensor's statistics computed by the compute thread before its first chunk.
+# they overlap the chunk compute (on 2 cores, the other core). With the C kernels a tensor's
+# statistics are a few numbers (thresholds, cuts, scales), so the thread may run well ahead
+# and absorb the uneven sizes of the tensors (measured at 1.1B: one tensor ahead, the compute
+# waited 2.3 s of a 9.4 s TIES merge for it, and it 2.6 s for the compute); the torch code
+# may hold DARE masks (n bytes per input), so it stays one tensor ahead. 0: no thread, each
+# tensor's statistics computed by the compute thread before its first chunk.
 STATS_AHEAD = 1
+STATS_AHEAD_NATIVE = 16
+
+
+def stats_ahead() -> int:
+    if STATS_AHEAD <= 0:
+        return STATS_AHEAD
+    return max(STATS_AHEAD, STATS_AHEAD_NATIVE) if native.available() else STATS_AHEAD
+
+
 _DONE = object()
 _CHECKED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # aminmax has these
 
@@ -207,7 +218,8 @@ class _Executor:
         self._index = {e.name: j for j, e in enumerate(self.entries)}
         self._at = -1  # index of the entry the compute thread is merging
         self._cv = threading.Condition()
-        self._stats_jobs = self._plan_stats() if STATS_AHEAD > 0 else []
+        self._ahead = stats_ahead()
+        self._stats_jobs = self._plan_stats() if self._ahead > 0 else []
         self._arena = _Arena()  # the statistics' whole-tensor buffer, reused tensor to tensor
 
     # --- reader thread -------------------------------------------------------------------
@@ -297,7 +309,7 @@ class _Executor:
         out.copy_(src)
         self.pipe.put(self.q_out, (k, c, out, out_lease, start))
 
-    def _reader_for(self, e: PlanEntry) -> Reader:
+    def _reader_for(self, e: PlanEntry) -> _TensorReader:
         """Whole-tensor access for a statistics step: any slot, any range, compute dtype."""
         return _TensorReader(self.sources, e, self.plan.compute_dtype, self._arena)
 
@@ -327,18 +339,25 @@ class _Executor:
 
     def stats_worker(self) -> None:
         """Compute the statistics of each tensor that needs them, in merge order, at most
-        STATS_AHEAD tensors ahead of the one being merged."""
+        `stats_ahead()` tensors ahead of the one being merged."""
 
         for e, ps in self._stats_jobs:
             j = self._index[e.name]
             with self._cv:
-                self._wait(lambda j=j: j <= self._at + STATS_AHEAD)
+                self._wait(lambda j=j: j <= self._at + self._ahead)
             for p in ps:
                 ctx = ChunkCtx(e.name, e.numel, 0, self.plan.seed)
-                val = self.method.stats(self._reader_for(e), ctx, p, len(e.slots))
+                val = self._stats_of(e, ctx, p)
                 with self._cv:
                     self._stats[(e.name, self.method.stats_key(p))] = val
                     self._cv.notify_all()
+
+    def _stats_of(self, e: PlanEntry, ctx: ChunkCtx, p: Params) -> object:
+        reader = self._reader_for(e)
+        try:
+            return self.method.stats(reader, ctx, p, len(e.slots))
+        finally:
+            reader.release()
 
     def _stats_for(self, e: PlanEntry, p: Params, ctx: ChunkCtx) -> object:
         key = self.method.stats_key(p)
@@ -346,9 +365,7 @@ class _Executor:
             return None
         if not self._stats_jobs:  # no statistics thread: computed here, when first needed
             if (e.name, key) not in self._stats:
-                self._stats[(e.name, key)] = self.method.stats(
-                    self._reader_for(e), ctx, p, len(e.slots)
-                )
+                self._stats[(e.name, key)] = self._stats_of(e, ctx, p)
             return self._stats[(e.name, key)]
         with self._cv:
             self._wait(lambda: (e.name, key) in self._stats)
@@ -486,6 +503,7 @@ class _TensorReader:
         self, sources: list, e: PlanEntry, compute_dtype: torch.dtype, arena: _Arena
     ) -> None:
         self.sources, self.e, self.cd, self.scratch = sources, e, compute_dtype, arena
+        self._maps: list = []
 
     def __call__(self, k: int, start: int, count: int) -> torch.Tensor:
         return self.raw(k, start, count).to(self.cd, copy=True)
@@ -498,11 +516,23 @@ class _TensorReader:
 
     def mapped(self, k: int) -> tuple[np.ndarray, torch.dtype] | None:
         """Slot k's whole stored tensor as a zero-copy view of the page cache (uint8) and
-        its dtype, where the format allows (safetensors), else None."""
+        its dtype, where the format allows (safetensors), else None; valid until
+        `release()`."""
         i, name = self.e.slots[k]  # type: ignore[misc]
         ck = self.sources[i]
-        view = ck.mapped_flat(name)
-        return None if view is None else (view, ck.tensors[name].dtype)
+        got = ck.mapped_flat(name)
+        if got is None:
+            return None
+        self._maps.append(got[0])
+        return got[1], ck.tensors[name].dtype
+
+    def release(self) -> None:
+        """Unmap what `mapped` mapped (a view still held elsewhere keeps its mapping until
+        that view goes)."""
+        maps, self._maps = self._maps, []
+        for mm in maps:
+            with contextlib.suppress(BufferError):
+                mm.close()
 
 
 def _slots(e: PlanEntry) -> list[tuple[int, str]]:
