@@ -219,17 +219,9 @@ def plot(path: Path, curves: dict[str, list[dict[str, Any]]], title: str, text: 
     ax.set_title(title, fontsize=9, wrap=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc=text.legend_loc)
+    # notes go under the axes, beside nothing: inside them they collided with the legend
     for k, note in enumerate(text.notes):
-        ax.text(
-            0.99,
-            0.01 + 0.035 * k,
-            note,
-            transform=ax.transAxes,
-            ha="right",
-            va="bottom",
-            fontsize=7,
-            color="0.3",
-        )
-    fig.tight_layout()
+        fig.text(0.99, 0.008 + 0.025 * k, note, ha="right", va="bottom", fontsize=7, color="0.3")
+    fig.tight_layout(rect=(0.0, 0.025 * len(text.notes), 1.0, 1.0))
     fig.savefig(path, dpi=120)
     plt.close(fig)
