@@ -252,7 +252,6 @@ class TaskArithmeticFamily(Method):
         mapped = getattr(read, "mapped", None)  # whole stored tensors, read in place
         raw = getattr(read, "raw", None)  # pieces as stored: the kernel converts them
         arena = getattr(read, "scratch", None)
-        scratch = [torch.empty(STATS_CHUNK * 8, dtype=torch.uint8) for _ in range(2)]  # float64
         views: dict[int, tuple[Any, int] | None] = {}
 
         def whole(k: int) -> tuple[Any, int] | None:
@@ -269,6 +268,8 @@ class TaskArithmeticFamily(Method):
             if wb is not None and wx is not None:
                 yield 0, n, wb[0].ctypes.data, wb[1], wx[0].ctypes.data, wx[1], None
                 return
+            # 8 bytes an element: a float64 source fits too
+            scratch = [torch.empty(STATS_CHUNK * 8, dtype=torch.uint8) for _ in range(2)]
             for s in range(0, n, STATS_CHUNK):
                 c = min(STATS_CHUNK, n - s)
                 if raw is not None:
