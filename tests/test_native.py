@@ -227,6 +227,32 @@ def test_bracket_scan_equals_the_partition(n, levels, frac, seed) -> None:
     assert int(mask.sum()) == c
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    m=st.integers(1, 5000),
+    levels=st.integers(1, 70000),
+    scale=st.sampled_from([1e-6, 1e-3, 1.0, 3e38]),
+    frac=st.floats(0.0, 1.0, exclude_max=True),
+    seed=st.integers(0, 1000),
+)
+def test_radix_kth_equals_numpy_partition(m, levels, scale, frac, seed) -> None:
+    """The kernels' kth (radix count over the bit patterns) gives numpy's value and counts,
+    ties, zeros, subnormals and huge values included."""
+    lib = native.lib()
+    if lib is None:
+        pytest.skip(native.reason())
+    import ctypes
+
+    g = torch.Generator().manual_seed(seed)
+    vals = (torch.randint(0, levels, (m,), generator=g).double() * scale / levels).float()
+    vals = vals.numpy().copy()
+    j = int(frac * m)
+    v, more, eq = ctypes.c_float(), ctypes.c_int64(), ctypes.c_int64()
+    rc = lib.gta_kth(vals.ctypes.data, m, j, ctypes.byref(v), ctypes.byref(more), ctypes.byref(eq))
+    assert rc == 0
+    assert (v.value, more.value, eq.value) == sel.kth_numpy(vals, j)
+
+
 def _files(root: Path, n: int) -> list[Path]:
     xs = _inputs(n, 2, torch.bfloat16, 3, seed=1)
     paths = []

@@ -6,7 +6,6 @@ pickles, io/gguf_read.py for GGUF) build these."""
 from __future__ import annotations
 
 import math
-import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,17 +114,20 @@ class Checkpoint:
         st.pread_into(info.offset + start * size, buf)
         return buf.view(info.dtype)
 
-    def mapped_flat(self, name: str) -> tuple[mmap.mmap, np.ndarray] | None:
-        """The stored bytes of the whole tensor as a read-only zero-copy uint8 view of the
-        page cache, with its mapping for the caller to close (safetensors only; None for
-        other formats or when it cannot be mapped)."""
+    def mapped_flat(self, name: str) -> np.ndarray | None:
+        """The stored bytes of the whole tensor as a zero-copy uint8 view of the page cache
+        (safetensors only: see `SafetensorsFile.view_range`; None for other formats or when it
+        cannot be mapped)."""
         info = self.tensors[name]
-        if info.offset < 0 or not self._st:
-            return None
-        st = self._st[info.file_index]
-        if st is None:
-            return None
-        return st.map_range(info.offset, info.nbytes)
+        st = self._st[info.file_index] if info.offset >= 0 and self._st else None
+        return None if st is None else st.view_range(info.offset, info.nbytes)
+
+    def drop_mapped(self, name: str) -> None:
+        """Let go of the mapped pages of a tensor done with (`SafetensorsFile.drop_range`)."""
+        info = self.tensors[name]
+        st = self._st[info.file_index] if info.offset >= 0 and self._st else None
+        if st is not None:
+            st.drop_range(info.offset, info.nbytes)
 
     def file_hashes(self) -> dict[str, str]:
         """SHA-256 of every weight file, read through the descriptors the data is read from."""

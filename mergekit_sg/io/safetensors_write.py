@@ -15,6 +15,7 @@ import mmap
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,6 +364,7 @@ class _OutFile:
 
     def __init__(self, path: Path, layout: ShardLayout, direct: bool, window: int) -> None:
         self.name, self.size = layout.filename, layout.size
+        self._early: threading.Thread | None = None  # the fsync started when complete
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.ftruncate(self.fd, layout.size)
         self.behind = _WriteBehind(self.fd, window) if window > 0 and _sync_file_range else None
@@ -384,7 +386,7 @@ class _OutFile:
                 self._pwrite(e.rest, pos + done)
                 return
             if self.direct.end == self.size:
-                self.end_direct()
+                self._complete()
             return
         if self.direct is not None:
             self.end_direct()  # out of order: buffered from here on
@@ -402,9 +404,23 @@ class _OutFile:
                 self._pwrite(mv[start : start + n], pos)
                 return
             if d.end == self.size:
-                self.end_direct()
+                self._complete()
             return
         self.write(mv[start : start + n], pos)
+
+    def _complete(self) -> None:
+        """Every byte is written in order: write the staged tail and start the fsync now, in
+        a thread, so the disk flushes this shard while the merge goes on with the next one
+        (at the end, `close` has only the last shard to wait for: ~1 s of a 1.1B merge
+        otherwise, measured)."""
+        self.end_direct()
+        if self._early is None:
+            self._early = threading.Thread(target=self._sync_quietly, daemon=True)
+            self._early.start()
+
+    def _sync_quietly(self) -> None:
+        with contextlib.suppress(OSError):  # close's fsync reports any failure
+            os.fsync(self.fd)
 
     def end_direct(self, keep: bool = True) -> None:
         """Write out what is staged (unless not `keep`) and go on with buffered writes."""
@@ -432,6 +448,8 @@ class _OutFile:
 
     def close(self, sync: bool) -> None:
         try:
+            if self._early is not None:
+                self._early.join()
             self.end_direct(keep=sync)
             if sync:
                 if self.behind is not None:

@@ -110,6 +110,15 @@ class _Chunk:
     last: bool
 
 
+@dataclass
+class _Drop:
+    """To the writer, after a tensor's last output piece: its inputs' mapped pages may go
+    (zapping page tables costs ~0.4 CPU-s at 1.1B: the writer thread, which mostly waits on
+    the disk, pays it, not the compute)."""
+
+    entry: PlanEntry
+
+
 def _chunks(entries: list[PlanEntry], chunk: int) -> Iterator[_Chunk]:
     for e in entries:
         n = e.numel
@@ -226,8 +235,15 @@ class _Executor:
     def _read(self, k: int, e: PlanEntry, c: _Chunk) -> tuple[torch.Tensor, _Lease]:
         i, name = e.slots[k]  # type: ignore[misc]
         ck = self.sources[i]
-        if ck.tensors[name].offset < 0:  # pickle: already a mapped view
+        info = ck.tensors[name]
+        if info.offset < 0:  # pickle: already a mapped view
             t, lease = ck.read_flat(name, c.start, c.count), _Lease(None, None)
+        elif not self.cuda and (view := ck.mapped_flat(name)) is not None:
+            # in place in the page cache: no copy, and pages the statistics pass faulted in
+            # are there already (CUDA reads into pinned buffers instead, for async copies)
+            size = itemsize(info.dtype)
+            part = view[c.start * size : (c.start + c.count) * size]
+            t, lease = torch.from_numpy(part).view(info.dtype), _Lease(None, None)
         else:
             pool = self.pools[k]
             buf = self.pipe.get(pool)
@@ -279,6 +295,10 @@ class _Executor:
         """Write each output piece at its offset, then give its buffer back."""
         last_k = len(self.writers) - 1
         while (item := self.pipe.get(self.q_out)) is not _DONE:
+            if isinstance(item, _Drop):  # all of its outputs are written: unmap its inputs
+                for i, name in _slots(item.entry):
+                    self.sources[i].drop_mapped(name)
+                continue
             k, c, out, lease, start = item
             offset = c.start * itemsize(c.entry.out_dtype)
             if start is None:
@@ -353,11 +373,7 @@ class _Executor:
                     self._cv.notify_all()
 
     def _stats_of(self, e: PlanEntry, ctx: ChunkCtx, p: Params) -> object:
-        reader = self._reader_for(e)
-        try:
-            return self.method.stats(reader, ctx, p, len(e.slots))
-        finally:
-            reader.release()
+        return self.method.stats(self._reader_for(e), ctx, p, len(e.slots))
 
     def _stats_for(self, e: PlanEntry, p: Params, ctx: ChunkCtx) -> object:
         key = self.method.stats_key(p)
@@ -448,6 +464,8 @@ class _Executor:
         for lease in leases:
             if lease is not None:
                 lease.release()
+        if c.last and not self.cuda:  # the writer lets go of its mapped pages when done
+            self.pipe.put(self.q_out, _Drop(e))
 
     def compute(self) -> None:
         while (item := self.pipe.get(self.q_in)) is not _DONE:
@@ -503,7 +521,6 @@ class _TensorReader:
         self, sources: list, e: PlanEntry, compute_dtype: torch.dtype, arena: _Arena
     ) -> None:
         self.sources, self.e, self.cd, self.scratch = sources, e, compute_dtype, arena
-        self._maps: list = []
 
     def __call__(self, k: int, start: int, count: int) -> torch.Tensor:
         return self.raw(k, start, count).to(self.cd, copy=True)
@@ -516,23 +533,11 @@ class _TensorReader:
 
     def mapped(self, k: int) -> tuple[np.ndarray, torch.dtype] | None:
         """Slot k's whole stored tensor as a zero-copy view of the page cache (uint8) and
-        its dtype, where the format allows (safetensors), else None; valid until
-        `release()`."""
+        its dtype, where the format allows (safetensors), else None."""
         i, name = self.e.slots[k]  # type: ignore[misc]
         ck = self.sources[i]
         got = ck.mapped_flat(name)
-        if got is None:
-            return None
-        self._maps.append(got[0])
-        return got[1], ck.tensors[name].dtype
-
-    def release(self) -> None:
-        """Unmap what `mapped` mapped (a view still held elsewhere keeps its mapping until
-        that view goes)."""
-        maps, self._maps = self._maps, []
-        for mm in maps:
-            with contextlib.suppress(BufferError):
-                mm.close()
+        return None if got is None else (got, ck.tensors[name].dtype)
 
 
 def _slots(e: PlanEntry) -> list[tuple[int, str]]:

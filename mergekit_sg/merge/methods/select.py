@@ -152,15 +152,26 @@ def top_set(w: torch.Tensor, c: int) -> TopSet:
     return TopSet(float(v), c - greater, all_ties=c - greater == n_eq)
 
 
+def kth_numpy(vals: np.ndarray, j: int) -> tuple[float, int, int]:
+    """(v, #vals > v, #vals == v) with v the j-th smallest (0-based) of vals."""
+    v = np.partition(vals, j)[j]
+    return float(v), int(np.count_nonzero(vals > v)), int(np.count_nonzero(vals == v))
+
+
 def top_set_scan(
-    n: int, c: int, sample: Callable[[], np.ndarray], scan: BracketScan
+    n: int,
+    c: int,
+    sample: Callable[[], np.ndarray],
+    scan: BracketScan,
+    kth: Callable[[np.ndarray, int], tuple[float, int, int]] = kth_numpy,
 ) -> TopSet | None:
     """The c largest of n non-negative float32 values by the bracket select (module doc):
     `sample()` gives their strided sample (`sample_step`, a fresh array) and `scan` does the
     counting and gathering pass (the kernel's one pass instead of numpy's five, over a
     buffer or straight from the inputs); the gathered indices give the cut at once, so the
     chunks can be merged in any order. None where the bracket misses (the caller
-    partitions instead)."""
+    partitions instead). `kth` finds the threshold among the candidates (numpy's partition,
+    or the kernels' radix count: the same value and counts)."""
     if c >= n:
         return TopSet(0.0, 0, everything=True)
     if c <= 0:
@@ -177,18 +188,15 @@ def top_set_scan(
     found = vals.size
     if found > limit or below + above + found != n or not below <= k < below + found:
         return None  # NaN is counted nowhere; or v outside [lo, hi]; or too many
-    j = k - below
-    v = np.partition(vals, j)[j]
-    greater = above + int(np.count_nonzero(vals > v))
-    eq = vals == v
-    n_eq = int(np.count_nonzero(eq))
+    v, more, n_eq = kth(vals, k - below)
+    greater = above + more
     ties = c - greater
     if ties == 0:
         cut = 0
     elif ties == n_eq:
         cut = n
     else:
-        cut = int(idx[eq][ties - 1]) + 1
+        cut = int(idx[vals == v][ties - 1]) + 1
     return TopSet(float(v), ties, all_ties=ties == n_eq, cut=cut)
 
 

@@ -41,6 +41,7 @@ from mergekit_sg.merge.methods.base import (
 )
 from mergekit_sg.merge.methods.select import (
     TopSet,
+    kth_numpy,
     resolve_cut,
     sample_step,
     top_set,
@@ -291,6 +292,22 @@ class TaskArithmeticFamily(Method):
                     buf_t.append(torch.empty(n, dtype=torch.float32))
             return buf_t[0]
 
+        def kth(vals: np.ndarray, j: int) -> tuple[float, int, int]:
+            """select.kth_numpy by the kernels' radix count."""
+            vals = np.ascontiguousarray(vals, dtype=np.float32)
+            v, more, eq = ctypes.c_float(), ctypes.c_int64(), ctypes.c_int64()
+            rc = lib.gta_kth(
+                vals.ctypes.data,
+                vals.size,
+                j,
+                ctypes.byref(v),
+                ctypes.byref(more),
+                ctypes.byref(eq),
+            )
+            if rc != 0:
+                return kth_numpy(vals, j)
+            return v.value, more.value, eq.value
+
         def gather(call: Any) -> Any:
             """A BracketScan from call(lo, hi, vals, idx, cap, counts) -> found."""
 
@@ -337,7 +354,7 @@ class TaskArithmeticFamily(Method):
                             lib.gta_absdiff_bracket(bp, bc, xp, xc, n, lo, hi, v, ix, cap, cnt)
                         )
                     )
-                    tops = [top_set_scan(n, c, sample.copy, scan) for c in sizes]
+                    tops = [top_set_scan(n, c, sample.copy, scan, kth) for c in sizes]
                 if any(t is None for t in tops):  # |tau| into the buffer, then scanned
                     buf = buffer()
                     bptr, arr = buf.data_ptr(), buf.numpy()
@@ -350,7 +367,9 @@ class TaskArithmeticFamily(Method):
                             bptr, n, lo, hi, v, ix, cap, cnt
                         )
                     )
-                    tops = [top_set_scan(n, c, lambda a=arr: a[::step].copy(), scan) for c in sizes]
+                    tops = [
+                        top_set_scan(n, c, lambda a=arr: a[::step].copy(), scan, kth) for c in sizes
+                    ]
                     if any(t is None for t in tops):  # the partition (it permutes the buffer)
                         tops = [resolve_cut(top_set(buf, c), abs_pieces(i)) for c in sizes]
                 if self.sparsify == "magnitude":

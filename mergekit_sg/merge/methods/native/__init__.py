@@ -23,7 +23,19 @@ import threading
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("kernels.c")
-FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]
+# IEEE float32 as written: no FMA contraction, no fast-math. -fno-trapping-math only says that
+# floating-point exceptions are never trapped (they are not: nothing enables them), which lets
+# the compiler if-convert the compares of fused loops and vectorise them (TIES' chunk kernel
+# 4.2 -> 2.7 ns an element, measured); no value changes (the bytes are tested).
+FLAGS = [
+    "-O3",
+    "-march=native",
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fPIC",
+    "-shared",
+]
 MAX_INPUTS = 32  # MAXIN in kernels.c
 DT_F32, DT_BF16 = 0, 1
 M_NONE, M_TOP, M_OUTLIERS, M_DARE = 0, 1, 2, 3
@@ -120,6 +132,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.gta_dare_mask.restype = None
     lib.gta_dare_mask.argtypes = [i64, i64, u64, u64, p]
     lib.geo_dots.restype = None
+    lib.gta_kth.argtypes = [p, i64, i64, p, p, p]
+    lib.gta_kth.restype = i32
     lib.geo_dots.argtypes = [p, i32, p, i32, i64, p]
     lib.geo_lin2.restype = None
     lib.geo_lin2.argtypes = [p, i32, p, i32, f32, f32, i64, p, i32]

@@ -3,7 +3,10 @@
  *
  * One pass per chunk does what the torch fallback does in ~25 elementwise passes, with the
  * same float32 operations in the same order, so the bytes are the same (tested): IEEE float32,
- * no fast-math, no FMA contraction (-ffp-contract=off). Inputs are float32 or bfloat16, the
+ * no fast-math, no FMA contraction (-ffp-contract=off). Within a 512-element block, each
+ * input is one fused loop (difference, mask, scale, weight), the election one loop per input,
+ * each output one loop: the per-element order of operations is the formula's, only the loops
+ * are fused (per element nothing is reordered, so fusing changes no bit). Inputs are float32 or bfloat16, the
  * output float32 or bfloat16 (bfloat16 rounded to nearest even, NaN to 0xFFFF, as torch's
  * vectorised copy does). Built at first use by mergekit_sg.merge.methods.native; the torch
  * code is the fallback wherever no C compiler is found.
@@ -20,6 +23,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef __AVX2__
 #include <immintrin.h>
@@ -122,6 +126,33 @@ static inline void top_mask(const float *a, int n, int64_t g0, int kind, float v
     for (int j = j0; j < n; j++) m[j] = a[j] > v ? 1.0f : 0.0f;
 }
 
+/* d[j] = ((x[j] - b[j]) * m[j]) * scale * weight for one input over a block, in one pass:
+ * x is already in d (converted), m is computed on the fly (top set of |d|, or DARE's draw
+ * from dm[]) or is 1. An absent scale or weight is a product by 1.0f, which is exact (no
+ * signalling NaN survives the subtraction), so the bytes are those of the separate passes. */
+static inline void input_block(const gta_input *q, const float *bb, float *d, const float *dm,
+                               int n, int64_t g0) {
+    const float sc = q->has_scale ? q->scale : 1.0f, w = q->has_weight ? q->weight : 1.0f;
+    if (q->mode == M_TOP && q->keep_kind == K_THRESH) {
+        const float v = q->keep_v;
+        int64_t c = q->keep_cut - g0;
+        const int ck = c <= 0 ? 0 : (c >= n ? n : (int)c);
+        /* membership: |d| >= v before the cut, |d| > v from it on */
+        for (int j = 0; j < n; j++) {
+            float x = d[j] - bb[j];
+            float a = fabsf(x);
+            float m = (float)((a > v) | ((j < ck) & (a == v)));
+            d[j] = ((x * m) * sc) * w;
+        }
+    } else if (q->mode == M_TOP && q->keep_kind == K_NONE) {
+        for (int j = 0; j < n; j++) d[j] = (((d[j] - bb[j]) * 0.0f) * sc) * w;
+    } else if (q->mode == M_DARE) {
+        for (int j = 0; j < n; j++) d[j] = (((d[j] - bb[j]) * dm[j]) * sc) * w;
+    } else { /* no sparsification, or a top set that holds everything: a product by 1 */
+        for (int j = 0; j < n; j++) d[j] = ((d[j] - bb[j]) * sc) * w;
+    }
+}
+
 int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int32_t n_in,
                 int32_t elect, int32_t normalize, int32_t floor_min_w, float min_w,
                 float const_div, int32_t n_out, const int32_t *has_lambda, const float *lambda,
@@ -137,65 +168,75 @@ int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int3
             const gta_input *q = ins + i;
             float *di = d[i];
             load(q->x, q->dtype, s, n, di);
-            for (int j = 0; j < n; j++) di[j] = di[j] - bb[j];
-            if (q->mode == M_TOP || q->mode == M_OUTLIERS) {
+            if (q->mode == M_OUTLIERS) { /* breadcrumbs: the separate passes */
+                for (int j = 0; j < n; j++) di[j] = di[j] - bb[j];
                 for (int j = 0; j < n; j++) a[j] = fabsf(di[j]);
                 top_mask(a, n, g0, q->keep_kind, q->keep_v, q->keep_cut, m);
-                if (q->mode == M_OUTLIERS) {
-                    top_mask(a, n, g0, q->drop_kind, q->drop_v, q->drop_cut, m2);
-                    for (int j = 0; j < n; j++) m[j] = m[j] - m2[j];
-                }
+                top_mask(a, n, g0, q->drop_kind, q->drop_v, q->drop_cut, m2);
+                for (int j = 0; j < n; j++) m[j] = m[j] - m2[j];
                 for (int j = 0; j < n; j++) di[j] = di[j] * m[j];
-            } else if (q->mode == M_DARE) {
-                dare_mask(q->dare_key, g0, n, q->dare_t, m);
-                for (int j = 0; j < n; j++) di[j] = di[j] * m[j];
+                if (q->has_scale)
+                    for (int j = 0; j < n; j++) di[j] = di[j] * q->scale;
+                if (q->has_weight)
+                    for (int j = 0; j < n; j++) di[j] = di[j] * q->weight;
+                continue;
             }
-            if (q->has_scale)
-                for (int j = 0; j < n; j++) di[j] = di[j] * q->scale;
-            if (q->has_weight)
-                for (int j = 0; j < n; j++) di[j] = di[j] * q->weight;
+            if (q->mode == M_DARE) dare_mask(q->dare_key, g0, n, q->dare_t, m);
+            input_block(q, bb, di, m, n, g0);
         }
         if (elect) {
+            /* m = sign of the sum (>= 0: +1), the votes d_i * m > 0, their sum and weight */
             if (n_in > 1)
                 for (int j = 0; j < n; j++) maj[j] = d[0][j] + d[1][j];
             else
                 for (int j = 0; j < n; j++) maj[j] = d[0][j];
             for (int i = 2; i < n_in; i++)
                 for (int j = 0; j < n; j++) maj[j] = maj[j] + d[i][j];
-            for (int j = 0; j < n; j++) maj[j] = maj[j] >= 0.0f ? 1.0f : -1.0f;
-            for (int j = 0; j < n; j++) mixed[j] = 0.0f;
-            for (int i = 0; i < n_in; i++) {
+            {
+                const float *d0 = d[0];
+                const float w0 = ins[0].weight;
+                for (int j = 0; j < n; j++) {
+                    float mj = (float)(maj[j] >= 0.0f) * 2.0f - 1.0f; /* +1 / -1 */
+                    maj[j] = mj;
+                    float v = (float)(d0[j] * mj > 0.0f);
+                    mixed[j] = 0.0f + d0[j] * v;
+                    div[j] = v * w0;
+                }
+            }
+            for (int i = 1; i < n_in; i++) {
                 const float *di = d[i];
-                float w = ins[i].weight;
-                for (int j = 0; j < n; j++) m[j] = di[j] * maj[j] > 0.0f ? 1.0f : 0.0f;
-                for (int j = 0; j < n; j++) mixed[j] = mixed[j] + di[j] * m[j];
-                if (normalize && i == 0)
-                    for (int j = 0; j < n; j++) div[j] = m[j] * w;
-                else if (normalize)
-                    for (int j = 0; j < n; j++) div[j] = div[j] + m[j] * w;
+                const float w = ins[i].weight;
+                for (int j = 0; j < n; j++) {
+                    float v = (float)(di[j] * maj[j] > 0.0f);
+                    mixed[j] = mixed[j] + di[j] * v;
+                    div[j] = div[j] + v * w;
+                }
             }
             if (normalize) {
                 if (floor_min_w)
-                    for (int j = 0; j < n; j++) div[j] = div[j] < min_w ? min_w : div[j];
+                    for (int j = 0; j < n; j++)
+                        mixed[j] = mixed[j] / (div[j] < min_w ? min_w : div[j]);
                 else
-                    for (int j = 0; j < n; j++) div[j] = div[j] + (div[j] == 0.0f ? 1.0f : 0.0f);
-                for (int j = 0; j < n; j++) mixed[j] = mixed[j] / div[j];
+                    for (int j = 0; j < n; j++)
+                        mixed[j] = mixed[j] / (div[j] + (div[j] == 0.0f ? 1.0f : 0.0f));
             }
         } else {
-            for (int j = 0; j < n; j++) mixed[j] = d[0][j];
-            for (int i = 1; i < n_in; i++)
+            if (n_in > 1)
+                for (int j = 0; j < n; j++) mixed[j] = d[0][j] + d[1][j];
+            else
+                for (int j = 0; j < n; j++) mixed[j] = d[0][j];
+            for (int i = 2; i < n_in; i++)
                 for (int j = 0; j < n; j++) mixed[j] = mixed[j] + d[i][j];
             if (normalize)
                 for (int j = 0; j < n; j++) mixed[j] = mixed[j] / const_div;
         }
         /* one output per lambda: everything above is shared by them (a lambda grid) */
         for (int k = 0; k < n_out; k++) {
-            float lam = lambda[k];
+            const float lam = lambda[k];
             if (has_lambda[k])
-                for (int j = 0; j < n; j++) a[j] = mixed[j] * lam;
+                for (int j = 0; j < n; j++) a[j] = mixed[j] * lam + bb[j];
             else
-                for (int j = 0; j < n; j++) a[j] = mixed[j];
-            for (int j = 0; j < n; j++) a[j] = a[j] + bb[j];
+                for (int j = 0; j < n; j++) a[j] = mixed[j] + bb[j];
             store(outs[k], out_dtype, s, n, a);
         }
     }
@@ -385,4 +426,47 @@ void geo_lin2(const void *a, int32_t a_dtype, const void *b, int32_t b_dtype, fl
         for (int j = 0; j < n; j++) fa[j] = fmaf(fb[j], cb, fa[j] * ca);
         store(out, out_dtype, s, n, fa);
     }
+}
+
+/* The j-th smallest (0-based) of m non-negative, non-NaN floats (the bracket's candidates:
+ * |d| values, whose bit patterns order as the values do), by a two-level radix count: the
+ * high 16 bits, then the low 16 bits within the one high bin that holds rank j. Two passes
+ * over the values and no reordering (numpy's partition: ~25 ns an element here, this ~1).
+ * *greater and *equal: how many are above it and equal to it. Returns 0, or -1 with no
+ * memory. */
+int gta_kth(const float *vals, int64_t m, int64_t j, float *v, int64_t *greater,
+            int64_t *equal) {
+    int64_t *h = (int64_t *)calloc(65536, sizeof(int64_t));
+    if (h == NULL) return -1;
+    const uint32_t *u = (const uint32_t *)vals;
+    for (int64_t i = 0; i < m; i++) h[u[i] >> 16]++;
+    int64_t below = 0, above = 0;
+    uint32_t hb = 0;
+    for (uint32_t b = 0; b < 65536; b++) {
+        if (below + h[b] > j) {
+            hb = b;
+            break;
+        }
+        below += h[b];
+    }
+    for (uint32_t b = hb + 1; b < 65536; b++) above += h[b];
+    memset(h, 0, 65536 * sizeof(int64_t));
+    for (int64_t i = 0; i < m; i++)
+        if ((u[i] >> 16) == hb) h[u[i] & 0xFFFFu]++;
+    int64_t r = j - below;
+    uint32_t lb = 0;
+    for (uint32_t b = 0; b < 65536; b++) {
+        if (h[b] > r) {
+            lb = b;
+            break;
+        }
+        r -= h[b];
+    }
+    for (uint32_t b = lb + 1; b < 65536; b++) above += h[b];
+    uint32_t bits = (hb << 16) | lb;
+    memcpy(v, &bits, 4);
+    *greater = above;
+    *equal = h[lb];
+    free(h);
+    return 0;
 }
