@@ -484,3 +484,47 @@ def test_merge_reads_safetensors_in_place_for_the_statistics(
         b = load_file(merge(cfg, tmp_path / "b", model_card=False).out / "model.safetensors")
     for k in a:
         assert torch.equal(a[k].view(torch.int16), b[k].view(torch.int16)), k
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_ties_names_nonfinite_inputs_with_and_without_kernels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kernels: bool
+) -> None:
+    """The fused kernel notes NaN and inf as it reads the inputs (the reader does not check
+    them first): the same warning as the reader's check gives, and --strict refuses."""
+    import yaml
+
+    from mergekit_sg.cli.app import main
+
+    g = torch.Generator().manual_seed(5)
+    sds = [{k: torch.randn(200, generator=g) for k in ("a", "b", "c")} for _ in range(3)]
+    sds[0]["a"][7] = float("nan")  # the base
+    sds[2]["c"][150] = float("inf")  # the second fine-tune
+    paths = []
+    for i, sd in enumerate(sds):
+        save_file(sd, tmp_path / f"m{i}.safetensors")
+        paths.append(str(tmp_path / f"m{i}.safetensors"))
+    cfg = tmp_path / "ties.yml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "merge_method": "ties",
+                "base_model": paths[0],
+                "models": [
+                    {"model": p, "parameters": {"density": 0.5, "weight": 1.0}} for p in paths[1:]
+                ],
+            }
+        )
+    )
+    ctx = contextlib.nullcontext() if kernels else torch_only()
+    with ctx:
+        capsys.readouterr()
+        rc = main(["merge", str(cfg), "-o", str(tmp_path / "out"), "-q"])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        warn = [ln for ln in err.splitlines() if "NaN or inf" in ln]
+        assert len(warn) == 1 and "2 input tensor(s)" in warn[0], err
+        assert "'a (base)'" in warn[0] and "'c (models[1])'" in warn[0], warn[0]
+        rc = main(["merge", str(cfg), "-o", str(tmp_path / "out2"), "--strict"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "NaN or inf" in err and not (tmp_path / "out2").exists()

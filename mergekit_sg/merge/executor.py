@@ -230,6 +230,9 @@ class _Executor:
         self._ahead = stats_ahead()
         self._stats_jobs = self._plan_stats() if self._ahead > 0 else []
         self._arena = _Arena()  # the statistics' whole-tensor buffer, reused tensor to tensor
+        # does the method's chunk compute report NaN and inf in its inputs (see _deferred)
+        self._kernel_checks = not self.cuda and self.method.checks_finite(plan.compute_dtype)
+        self._computes: dict[str, bool] = {}
 
     # --- reader thread -------------------------------------------------------------------
     def _read(self, k: int, e: PlanEntry, c: _Chunk) -> tuple[torch.Tensor, _Lease]:
@@ -248,20 +251,36 @@ class _Executor:
             pool = self.pools[k]
             buf = self.pipe.get(pool)
             t, lease = ck.read_flat(name, c.start, c.count, scratch=buf), _Lease(buf, pool)
-        self._check_finite(i, name, t)
+        if not self._deferred(e):
+            self._check_finite(i, name, t)
         return t, lease
+
+    def _deferred(self, e: PlanEntry) -> bool:
+        """The chunk compute checks this entry's inputs for NaN and inf as it reads them (a
+        fused kernel: no pass of the reader's over every input byte), or the compute thread
+        does where the kernel then was not used."""
+        if not self._kernel_checks or e.params is None:
+            return False
+        if e.name not in self._computes:  # some output is computed, not an input as it is
+            n = len(e.slots)
+            self._computes[e.name] = any(self.method.identity(p, n) is None for p in e.params)
+        return self._computes[e.name]
 
     def _check_finite(self, i: int, name: str, t: torch.Tensor) -> None:
         """Note an input chunk holding NaN or inf (one pass over the chunk, in the reader
         thread, which waits on the disk anyway); with `strict` that is an error at once."""
-        role = self.names[i]
-        key = f"{name} ({role})"
+        key = f"{name} ({self.names[i]})"
         if t.dtype not in _CHECKED or key in self.nonfinite or t.numel() == 0:
             return
         # min and max carry any NaN (they propagate it) or inf: 10-20x faster than isfinite().all()
         lo, hi = torch.aminmax(t)
         if bool(torch.isfinite(lo)) and bool(torch.isfinite(hi)):
             return
+        self._nonfinite(i, name)
+
+    def _nonfinite(self, i: int, name: str) -> None:
+        role = self.names[i]
+        key = f"{name} ({role})"
         if self.strict:
             raise SgMergeError(
                 f"input tensor {name!r} of the {role} checkpoint holds NaN or inf values "
@@ -415,9 +434,18 @@ class _Executor:
         for g in range(0, len(todo), GROUP_OUTPUTS):
             part = todo[g : g + GROUP_OUTPUTS]
             bufs = [self._out_buffer(k, c) for k, *_ in part]
-            self.method.compute_many(
+            seen = self.method.compute_many(
                 [b[0] for b in bufs], xs, [t[1] for t in part], [t[2] for t in part], part[0][3], cd
             )
+            if g == 0 and self._deferred(c.entry):  # the reader left the check to us
+                for k, x in enumerate(xs):
+                    i, name = c.entry.slots[k]  # type: ignore[misc]
+                    if x is None:
+                        continue
+                    if seen is None or k not in seen:
+                        self._check_finite(i, name, x)
+                    elif seen[k]:
+                        self._nonfinite(i, name)
             for (k, *_), (out, lease, start) in zip(part, bufs, strict=True):
                 self.pipe.put(self.q_out, (k, c, out, lease, start))
 

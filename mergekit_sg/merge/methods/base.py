@@ -109,12 +109,21 @@ class Method:
         stats: list[Any],
         ctx: ChunkCtx,
         compute_dtype: torch.dtype,
-    ) -> None:
+    ) -> dict[int, bool] | None:
         """Several outputs of one chunk (a grid): `outs[j]` from `ps[j]` and `stats[j]`. One
         `compute_into` each unless a method shares work between them (task arithmetic's
-        lambda grid)."""
+        lambda grid). Returns, where the computation looked at every input element anyway
+        (a fused kernel), whether each slot's chunk holds NaN or inf; None where it did not
+        (the executor then checks the chunks itself)."""
         for out, p, st in zip(outs, ps, stats, strict=True):
             self.compute_into(out, xs, p, st, ctx, compute_dtype)
+        return None
+
+    def checks_finite(self, compute_dtype: torch.dtype) -> bool:
+        """Whether `compute_many` on the CPU will likely report non-finite inputs (see
+        there), so the reader need not check them first; where it then does not, the
+        executor checks."""
+        return False
 
 
 def stream_pass(read: Reader, slot: int, numel: int) -> Any:

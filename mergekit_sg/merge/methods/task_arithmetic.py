@@ -473,11 +473,16 @@ class TaskArithmeticFamily(Method):
                     return False
         return True
 
-    def compute_many(self, outs, xs, ps, stats, ctx, compute_dtype) -> None:  # type: ignore[override]
+    def checks_finite(self, compute_dtype: torch.dtype) -> bool:
+        return compute_dtype == torch.float32 and native.available()
+
+    def compute_many(self, outs, xs, ps, stats, ctx, compute_dtype) -> dict[int, bool] | None:  # type: ignore[override]
         """Outputs that differ only in lambda (a lambda grid) and share their statistics are
         one kernel call: the masked, weighted, elected task vectors are made once per chunk
-        and each output is base + lambda * delta."""
+        and each output is base + lambda * delta. The kernel notes NaN and inf in the inputs
+        as it reads them (returned per slot)."""
         lib = native.lib()
+        seen: int | None = None
         groups: dict[Hashable, list[int]] = {}
         for j, p in enumerate(ps):
             shared = p.shared.model_copy(update={"lambda_": 0.0})
@@ -488,12 +493,15 @@ class TaskArithmeticFamily(Method):
                 self._native_ok(outs[j], xs, stats[j], compute_dtype) for j in js
             ):
                 lams = [ps[j].shared.lambda_ for j in js]  # type: ignore[attr-defined]
-                self._combine_native(
+                seen = self._combine_native(
                     lib, [outs[j] for j in js], xs, ps[first], stats[first], ctx, lams
                 )  # type: ignore[arg-type]
             else:
                 for j in js:
                     self.compute_into(outs[j], xs, ps[j], stats[j], ctx, compute_dtype)
+        if seen is None:
+            return None
+        return {k: bool(seen >> k & 1) for k in range(len(xs))}
 
     def _combine_native(
         self,
@@ -504,9 +512,9 @@ class TaskArithmeticFamily(Method):
         stats: dict[int, _InputStats] | None,
         ctx: ChunkCtx,
         lambdas: list[float],
-    ) -> None:
+    ) -> int:
         """`_combine` in one C pass (kernels.c's gta_combine), the same float32 operations in the
-        same order, one output per lambda."""
+        same order, one output per lambda. Returns the slots holding NaN or inf, as bits."""
         code = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
         shared = p.shared
         ins = (native.GtaInput * (len(xs) - 1))()
@@ -537,14 +545,16 @@ class TaskArithmeticFamily(Method):
         has = (ctypes.c_int32 * k)(*[int(lam != 1.0) for lam in lambdas])
         lams = (ctypes.c_float * k)(*lambdas)
         ptrs = (ctypes.c_void_p * k)(*[o.data_ptr() for o in outs])
+        bad = ctypes.c_uint64(0)
         rc = lib.gta_combine(
             xs[0].data_ptr(), code[xs[0].dtype], ins, len(xs) - 1,
             int(self.elect), int(shared.normalize), int(min(weights) > 0.0), min(weights),  # type: ignore[attr-defined]
             1.0 if abs(wsum) < 1e-8 else wsum, k, has, lams,
-            ctx.start, outs[0].numel(), ptrs, code[outs[0].dtype],
+            ctx.start, outs[0].numel(), ptrs, code[outs[0].dtype], ctypes.byref(bad),
         )  # fmt: skip
         if rc != 0:
             raise RuntimeError(f"gta_combine failed ({rc})")
+        return bad.value
 
     def _combine(self, xs, p, stats, ctx, scratch: list[torch.Tensor]) -> torch.Tensor:  # type: ignore[no-untyped-def]
         """In place on the fresh input chunks and the 4 scratch tensors of their size:

@@ -117,7 +117,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     )
     lib.gta_combine.restype = i32
     lib.gta_combine.argtypes = [
-        p, i32, p, i32, i32, i32, i32, f32, f32, i32, p, p, i64, i64, p, i32,
+        p, i32, p, i32, i32, i32, i32, f32, f32, i32, p, p, i64, i64, p, i32, p,
     ]  # fmt: skip
     lib.gta_absdiff.restype = None
     lib.gta_absdiff.argtypes = [p, i32, p, i32, i64, p]

@@ -130,8 +130,10 @@ static inline void top_mask(const float *a, int n, int64_t g0, int kind, float v
  * x is already in d (converted), m is computed on the fly (top set of |d|, or DARE's draw
  * from dm[]) or is 1. An absent scale or weight is a product by 1.0f, which is exact (no
  * signalling NaN survives the subtraction), so the bytes are those of the separate passes. */
-static inline void input_block(const gta_input *q, const float *bb, float *d, const float *dm,
-                               int n, int64_t g0) {
+static inline int input_block(const gta_input *q, const float *bb, float *d, const float *dm,
+                              int n, int64_t g0) {
+    int bad = 0; /* any NaN or inf in the input: x - x is NaN for those, 0 otherwise */
+    for (int j = 0; j < n; j++) bad |= (d[j] - d[j]) != 0.0f;
     const float sc = q->has_scale ? q->scale : 1.0f, w = q->has_weight ? q->weight : 1.0f;
     if (q->mode == M_TOP && q->keep_kind == K_THRESH) {
         const float v = q->keep_v;
@@ -151,24 +153,36 @@ static inline void input_block(const gta_input *q, const float *bb, float *d, co
     } else { /* no sparsification, or a top set that holds everything: a product by 1 */
         for (int j = 0; j < n; j++) d[j] = ((d[j] - bb[j]) * sc) * w;
     }
+    return bad;
+}
+
+/* Does a block hold NaN or inf. */
+static inline int nonfinite(const float *x, int n) {
+    int bad = 0;
+    for (int j = 0; j < n; j++) bad |= (x[j] - x[j]) != 0.0f;
+    return bad;
 }
 
 int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int32_t n_in,
                 int32_t elect, int32_t normalize, int32_t floor_min_w, float min_w,
                 float const_div, int32_t n_out, const int32_t *has_lambda, const float *lambda,
-                int64_t start, int64_t count, void *const *outs, int32_t out_dtype) {
+                int64_t start, int64_t count, void *const *outs, int32_t out_dtype,
+                uint64_t *bad) {
     if (n_in < 1 || n_in > MAXIN) return -1;
+    uint64_t seen = 0; /* bit 0: the base holds NaN or inf, bit i + 1: input i */
     float bb[BLK], d[MAXIN][BLK], a[BLK], m[BLK], m2[BLK];
     float mixed[BLK], div[BLK], maj[BLK];
     for (int64_t s = 0; s < count; s += BLK) {
         int n = (int)(count - s < BLK ? count - s : BLK);
         int64_t g0 = start + s;
         load(base, base_dtype, s, n, bb);
+        if (!(seen & 1u) && nonfinite(bb, n)) seen |= 1u;
         for (int i = 0; i < n_in; i++) {
             const gta_input *q = ins + i;
             float *di = d[i];
             load(q->x, q->dtype, s, n, di);
             if (q->mode == M_OUTLIERS) { /* breadcrumbs: the separate passes */
+                if (nonfinite(di, n)) seen |= (uint64_t)1 << (i + 1);
                 for (int j = 0; j < n; j++) di[j] = di[j] - bb[j];
                 for (int j = 0; j < n; j++) a[j] = fabsf(di[j]);
                 top_mask(a, n, g0, q->keep_kind, q->keep_v, q->keep_cut, m);
@@ -182,7 +196,7 @@ int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int3
                 continue;
             }
             if (q->mode == M_DARE) dare_mask(q->dare_key, g0, n, q->dare_t, m);
-            input_block(q, bb, di, m, n, g0);
+            if (input_block(q, bb, di, m, n, g0)) seen |= (uint64_t)1 << (i + 1);
         }
         if (elect) {
             /* m = sign of the sum (>= 0: +1), the votes d_i * m > 0, their sum and weight */
@@ -240,6 +254,7 @@ int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int3
             store(outs[k], out_dtype, s, n, a);
         }
     }
+    *bad = seen;
     return 0;
 }
 
