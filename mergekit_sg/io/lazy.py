@@ -122,6 +122,15 @@ class Checkpoint:
         st = self._st[info.file_index] if info.offset >= 0 and self._st else None
         return None if st is None else st.view_range(info.offset, info.nbytes)
 
+    def populate_mapped(self, name: str, start: int, count: int) -> None:
+        """Fault in the mapped pages of elements [start, start + count) of a tensor
+        (`SafetensorsFile.populate_range`)."""
+        info = self.tensors[name]
+        st = self._st[info.file_index] if info.offset >= 0 and self._st else None
+        if st is not None:
+            size = itemsize(info.dtype)
+            st.populate_range(info.offset + start * size, count * size)
+
     def drop_mapped(self, name: str) -> None:
         """Let go of the mapped pages of a tensor done with (`SafetensorsFile.drop_range`)."""
         info = self.tensors[name]

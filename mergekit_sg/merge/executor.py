@@ -229,6 +229,7 @@ class _Executor:
         self._cv = threading.Condition()
         self._ahead = stats_ahead()
         self._stats_jobs = self._plan_stats() if self._ahead > 0 else []
+        self._stats_names = {e.name for e, _ in self._stats_jobs}
         self._arena = _Arena()  # the statistics' whole-tensor buffer, reused tensor to tensor
         # does the method's chunk compute report NaN and inf in its inputs (see _deferred)
         self._kernel_checks = not self.cuda and self.method.checks_finite(plan.compute_dtype)
@@ -247,6 +248,10 @@ class _Executor:
             size = itemsize(info.dtype)
             part = view[c.start * size : (c.start + c.count) * size]
             t, lease = torch.from_numpy(part).view(info.dtype), _Lease(None, None)
+            if self._deferred(e) and e.name not in self._stats_names:
+                # nothing else touches these pages before the compute reads them (no check
+                # here, no statistics pass ahead): fault them in from this core
+                ck.populate_mapped(name, c.start, c.count)
         else:
             pool = self.pools[k]
             buf = self.pipe.get(pool)
