@@ -35,6 +35,10 @@ CHUNK_ELEMS = 1 << 22  # 4M elements: the unit other streaming passes (inspect) 
 CHUNK_BYTES = 8 << 20  # bytes per buffer at the widest dtype of the plan: 4M bfloat16
 IN_BUFFERS = 2  # per input side: one being read, one being computed on
 OUT_BUFFERS = 4  # the page cache, not these, absorbs the disk's pace
+# On the CPU, output buffers for this many chunks of a group of outputs: the O_DIRECT writer,
+# the bottleneck of a grid, then always has a piece to write while the compute waits on a
+# statistics step (ties K = 4 at 1.1B, in-process: 26-31 s with 6 buffers, 23 s with 16)
+OUT_CHUNKS_AHEAD = 4
 GROUP_OUTPUTS = 4  # outputs of a chunk computed together (a grid); the pool holds 2 more
 MAX_COMPUTE_THREADS = 4
 # Statistics steps run in their own thread, at most this many tensors ahead of the merge:
@@ -218,10 +222,11 @@ class _Executor:
         n_slots = max([1] + [len(e.slots) for e in es])
         self.pools = [_pool(IN_BUFFERS, n * max_in, self.cuda) for _ in range(n_slots)]
         # outputs are computed where the writer sends them to the disk from (placed_start)
-        n_out = OUT_BUFFERS if self.cuda else max(OUT_BUFFERS, min(len(writers), GROUP_OUTPUTS) + 2)
+        group = min(len(writers), GROUP_OUTPUTS)
+        n_out = OUT_BUFFERS if self.cuda else max(OUT_BUFFERS, OUT_CHUNKS_AHEAD * group + 2)
         self.out_pool = _pool(n_out, n * max_out + 2 * PLACED_ALIGN, self.cuda, PLACED_ALIGN)
         self.q_in: queue.Queue = queue.Queue(maxsize=IN_BUFFERS)
-        self.q_out: queue.Queue = queue.Queue(maxsize=OUT_BUFFERS + 2 * len(writers))
+        self.q_out: queue.Queue = queue.Queue(maxsize=n_out + 2 * len(writers) + 4)
         self.pipe = _Pipeline()
         self._stats: dict[tuple[str, object], object] = {}
         self._index = {e.name: j for j, e in enumerate(self.entries)}
@@ -588,9 +593,12 @@ def execute(
 ) -> list[str]:
     """Compute every output tensor of the plan and write it through `writers` (one per output).
 
-    Memory is (slots * IN_BUFFERS + OUT_BUFFERS) buffers of CHUNK_BYTES, whatever the model
-    size, the dtypes or the number of outputs, plus what a method's statistics step holds for
-    one tensor (at most its float32 copy); `chunk_elems` overrides the chunk length (tests).
+    Memory is (slots * IN_BUFFERS + the output pool) buffers of CHUNK_BYTES, whatever the
+    model size or the dtypes (the output pool: OUT_BUFFERS on a GPU, on the CPU
+    OUT_CHUNKS_AHEAD chunks of up to GROUP_OUTPUTS outputs, 6-18 buffers; the input buffers
+    stay untouched where safetensors inputs are read in place), plus what a method's
+    statistics step holds for one tensor (at most its float32 copy); `chunk_elems` overrides
+    the chunk length (tests).
     Returns the input tensors that hold NaN or inf ("NAME (source)", the source named by
     `names[i]`, default its reference); with `strict` the first such tensor is an SgMergeError
     instead."""
