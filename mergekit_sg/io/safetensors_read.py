@@ -31,6 +31,7 @@ import mmap
 import os
 import stat
 import struct
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +157,7 @@ class SafetensorsFile:
         Linux 5.14+; elsewhere nothing): a thread with time to spare takes the page faults, so
         the one that then reads the view does not."""
         mm = self._map
-        if mm is None:
+        if mm is None or not sys.platform.startswith("linux"):  # 22 is Linux's number
             return
         page = mmap.PAGESIZE
         start = offset // page * page
