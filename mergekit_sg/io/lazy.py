@@ -119,14 +119,14 @@ class Checkpoint:
         (safetensors only: see `SafetensorsFile.view_range`; None for other formats or when it
         cannot be mapped)."""
         info = self.tensors[name]
-        st = self._st[info.file_index] if info.offset >= 0 and self._st else None
+        st = self._st_of(info)
         return None if st is None else st.view_range(info.offset, info.nbytes)
 
     def populate_mapped(self, name: str, start: int, count: int) -> None:
         """Fault in the mapped pages of elements [start, start + count) of a tensor
         (`SafetensorsFile.populate_range`)."""
         info = self.tensors[name]
-        st = self._st[info.file_index] if info.offset >= 0 and self._st else None
+        st = self._st_of(info)
         if st is not None:
             size = itemsize(info.dtype)
             st.populate_range(info.offset + start * size, count * size)
@@ -134,9 +134,13 @@ class Checkpoint:
     def drop_mapped(self, name: str) -> None:
         """Let go of the mapped pages of a tensor done with (`SafetensorsFile.drop_range`)."""
         info = self.tensors[name]
-        st = self._st[info.file_index] if info.offset >= 0 and self._st else None
+        st = self._st_of(info)
         if st is not None:
             st.drop_range(info.offset, info.nbytes)
+
+    def _st_of(self, info: TensorInfo) -> SafetensorsFile | None:
+        """The safetensors file a tensor's bytes are in (None: another format)."""
+        return self._st[info.file_index] if info.offset >= 0 and self._st else None
 
     def file_hashes(self) -> dict[str, str]:
         """SHA-256 of every weight file, read through the descriptors the data is read from."""

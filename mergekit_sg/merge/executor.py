@@ -236,9 +236,16 @@ class _Executor:
         self._stats_jobs = self._plan_stats() if self._ahead > 0 else []
         self._stats_names = {e.name for e, _ in self._stats_jobs}
         self._arena = _Arena()  # the statistics' whole-tensor buffer, reused tensor to tensor
-        # does the method's chunk compute report NaN and inf in its inputs (see _deferred)
-        self._kernel_checks = not self.cuda and self.method.checks_finite(plan.compute_dtype)
-        self._computes: dict[str, bool] = {}
+        # the entries whose chunk compute reports NaN and inf in its inputs (see _deferred):
+        # some output is computed (not an input as it is) by a method whose kernel checks
+        kernel_checks = not self.cuda and self.method.checks_finite(plan.compute_dtype)
+        self._deferred_names = {
+            e.name
+            for e in plan.entries
+            if kernel_checks
+            and e.params is not None
+            and any(self.method.identity(p, len(e.slots)) is None for p in e.params)
+        }
 
     # --- reader thread -------------------------------------------------------------------
     def _read(self, k: int, e: PlanEntry, c: _Chunk) -> tuple[torch.Tensor, _Lease]:
@@ -269,12 +276,7 @@ class _Executor:
         """The chunk compute checks this entry's inputs for NaN and inf as it reads them (a
         fused kernel: no pass of the reader's over every input byte), or the compute thread
         does where the kernel then was not used."""
-        if not self._kernel_checks or e.params is None:
-            return False
-        if e.name not in self._computes:  # some output is computed, not an input as it is
-            n = len(e.slots)
-            self._computes[e.name] = any(self.method.identity(p, n) is None for p in e.params)
-        return self._computes[e.name]
+        return e.name in self._deferred_names
 
     def _check_finite(self, i: int, name: str, t: torch.Tensor) -> None:
         """Note an input chunk holding NaN or inf (one pass over the chunk, in the reader

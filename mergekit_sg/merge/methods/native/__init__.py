@@ -131,9 +131,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.gta_dare_sums.argtypes = [p, i32, p, i32, i64, i64, u64, u64, p, p]
     lib.gta_dare_mask.restype = None
     lib.gta_dare_mask.argtypes = [i64, i64, u64, u64, p]
-    lib.geo_dots.restype = None
-    lib.gta_kth.argtypes = [p, i64, i64, p, p, p]
     lib.gta_kth.restype = i32
+    lib.gta_kth.argtypes = [p, i64, i64, p, p, p]
+    lib.geo_dots.restype = None
     lib.geo_dots.argtypes = [p, i32, p, i32, i64, p]
     lib.geo_lin2.restype = None
     lib.geo_lin2.argtypes = [p, i32, p, i32, f32, f32, i64, p, i32]

@@ -6,8 +6,8 @@
  * no fast-math, no FMA contraction (-ffp-contract=off). Within a 512-element block, each
  * input is one fused loop (difference, mask, scale, weight), the election one loop per input,
  * each output one loop: the per-element order of operations is the formula's, only the loops
- * are fused (per element nothing is reordered, so fusing changes no bit). Inputs are float32 or bfloat16, the
- * output float32 or bfloat16 (bfloat16 rounded to nearest even, NaN to 0xFFFF, as torch's
+ * are fused (per element nothing is reordered, so fusing changes no bit). Inputs are float32
+ * or bfloat16, the output float32 or bfloat16 (bfloat16 rounded to nearest even, NaN to 0xFFFF, as torch's
  * vectorised copy does). Built at first use by mergekit_sg.merge.methods.native; the torch
  * code is the fallback wherever no C compiler is found.
  *
@@ -126,14 +126,19 @@ static inline void top_mask(const float *a, int n, int64_t g0, int kind, float v
     for (int j = j0; j < n; j++) m[j] = a[j] > v ? 1.0f : 0.0f;
 }
 
+/* Does a block hold NaN or inf: x - x is NaN for those, 0 otherwise. */
+static inline int nonfinite(const float *x, int n) {
+    int bad = 0;
+    for (int j = 0; j < n; j++) bad |= (x[j] - x[j]) != 0.0f;
+    return bad;
+}
+
 /* d[j] = ((x[j] - b[j]) * m[j]) * scale * weight for one input over a block, in one pass:
  * x is already in d (converted), m is computed on the fly (top set of |d|, or DARE's draw
  * from dm[]) or is 1. An absent scale or weight is a product by 1.0f, which is exact (no
  * signalling NaN survives the subtraction), so the bytes are those of the separate passes. */
-static inline int input_block(const gta_input *q, const float *bb, float *d, const float *dm,
-                              int n, int64_t g0) {
-    int bad = 0; /* any NaN or inf in the input: x - x is NaN for those, 0 otherwise */
-    for (int j = 0; j < n; j++) bad |= (d[j] - d[j]) != 0.0f;
+static inline void input_block(const gta_input *q, const float *bb, float *d, const float *dm,
+                               int n, int64_t g0) {
     const float sc = q->has_scale ? q->scale : 1.0f, w = q->has_weight ? q->weight : 1.0f;
     if (q->mode == M_TOP && q->keep_kind == K_THRESH) {
         const float v = q->keep_v;
@@ -153,14 +158,6 @@ static inline int input_block(const gta_input *q, const float *bb, float *d, con
     } else { /* no sparsification, or a top set that holds everything: a product by 1 */
         for (int j = 0; j < n; j++) d[j] = ((d[j] - bb[j]) * sc) * w;
     }
-    return bad;
-}
-
-/* Does a block hold NaN or inf. */
-static inline int nonfinite(const float *x, int n) {
-    int bad = 0;
-    for (int j = 0; j < n; j++) bad |= (x[j] - x[j]) != 0.0f;
-    return bad;
 }
 
 int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int32_t n_in,
@@ -181,8 +178,8 @@ int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int3
             const gta_input *q = ins + i;
             float *di = d[i];
             load(q->x, q->dtype, s, n, di);
+            if (nonfinite(di, n)) seen |= (uint64_t)1 << (i + 1);
             if (q->mode == M_OUTLIERS) { /* breadcrumbs: the separate passes */
-                if (nonfinite(di, n)) seen |= (uint64_t)1 << (i + 1);
                 for (int j = 0; j < n; j++) di[j] = di[j] - bb[j];
                 for (int j = 0; j < n; j++) a[j] = fabsf(di[j]);
                 top_mask(a, n, g0, q->keep_kind, q->keep_v, q->keep_cut, m);
@@ -196,7 +193,7 @@ int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int3
                 continue;
             }
             if (q->mode == M_DARE) dare_mask(q->dare_key, g0, n, q->dare_t, m);
-            if (input_block(q, bb, di, m, n, g0)) seen |= (uint64_t)1 << (i + 1);
+            input_block(q, bb, di, m, n, g0);
         }
         if (elect) {
             /* m = sign of the sum (>= 0: +1), the votes d_i * m > 0, their sum and weight */
