@@ -92,14 +92,24 @@ def _bracket(a: np.ndarray, k: int) -> tuple[float, float]:
     return bracket_of_sample(a[:: sample_step(a.size)].copy(), a.size, k)
 
 
-def bracket_of_sample(sample: np.ndarray, n: int, k: int) -> tuple[float, float]:
+# ranks(values, [r0, r1, ...]) -> the values of those ranks (the r-th smallest, 0-based),
+# or None where it cannot tell (the caller partitions instead)
+Ranks = Callable[[np.ndarray, list[int]], list[float] | None]
+
+
+def bracket_of_sample(
+    sample: np.ndarray, n: int, k: int, ranks: Ranks | None = None
+) -> tuple[float, float]:
     """Values lo <= hi that bracket the k-th smallest of n values with near certainty, from
     their strided sample (`sample_step`; partitioned in place): sample quantiles +- 4
-    binomial standard deviations of rank (module doc)."""
+    binomial standard deviations of rank (module doc). `ranks` may find the two order
+    statistics instead of numpy's partition (the kernels' radix count): the same values."""
     m, p = sample.size, k / n
     margin = 4.0 * math.sqrt(m * p * (1.0 - p)) + 16.0
     i_lo = max(0, math.floor(p * (m - 1) - margin))
     i_hi = min(m - 1, math.ceil(p * (m - 1) + margin))
+    if ranks is not None and (got := ranks(sample, [i_lo, i_hi])) is not None:
+        return got[0], got[1]
     sample.partition([i_lo, i_hi])  # the two order statistics, not a whole sort
     return sample[i_lo], sample[i_hi]
 
@@ -158,35 +168,57 @@ def kth_numpy(vals: np.ndarray, j: int) -> tuple[float, int, int]:
     return float(v), int(np.count_nonzero(vals > v)), int(np.count_nonzero(vals == v))
 
 
+def bracket_limit(n: int) -> int:
+    """The most candidates a bracket of n elements may hold before the select gives up on it
+    (and the caller partitions): n/16, at least 4096."""
+    return max(1 << 12, n >> 4)
+
+
 def top_set_scan(
     n: int,
     c: int,
     sample: Callable[[], np.ndarray],
     scan: BracketScan,
     kth: Callable[[np.ndarray, int], tuple[float, int, int]] = kth_numpy,
+    ranks: Ranks | None = None,
 ) -> TopSet | None:
     """The c largest of n non-negative float32 values by the bracket select (module doc):
     `sample()` gives their strided sample (`sample_step`, a fresh array) and `scan` does the
     counting and gathering pass (the kernel's one pass instead of numpy's five, over a
     buffer or straight from the inputs); the gathered indices give the cut at once, so the
     chunks can be merged in any order. None where the bracket misses (the caller
-    partitions instead). `kth` finds the threshold among the candidates (numpy's partition,
-    or the kernels' radix count: the same value and counts)."""
+    partitions instead). `kth` finds the threshold among the candidates and `ranks` the
+    bracket in the sample (numpy's partition, or the kernels' radix count: the same values
+    and counts)."""
     if c >= n:
         return TopSet(0.0, 0, everything=True)
     if c <= 0:
         return TopSet(0.0, 0, nothing=True)
-    k = n - c
     if n < BRACKET_MIN:
         return None
-    lo, hi = bracket_of_sample(sample(), n, k)
-    limit = max(1 << 12, n >> 4)
-    got = scan(lo, hi, limit)
+    lo, hi = bracket_of_sample(sample(), n, n - c, ranks)
+    return top_set_of_scan(n, c, scan(lo, hi, bracket_limit(n)), kth)
+
+
+def top_set_of_scan(
+    n: int,
+    c: int,
+    got: tuple[int, int, np.ndarray, np.ndarray] | None,
+    kth: Callable[[np.ndarray, int], tuple[float, int, int]] = kth_numpy,
+    nth_equal: Callable[[np.ndarray, np.ndarray, float, int], int] | None = None,
+) -> TopSet | None:
+    """The c largest (0 < c < n) of n values from a bracket scan's result `got` (#below,
+    #above, the candidates' values and flat indices in order; see `top_set_scan`), or None
+    where the bracket missed. With v the (k - #below)-th smallest candidate (k = n - c),
+    the set is every value > v and the first c - #(> v) equal to v; `nth_equal(vals, idx,
+    v, r)` gives the flat index of the r-th candidate equal to v (numpy's boolean select
+    by default), one past which the kept ties end (the cut)."""
     if got is None:
         return None
+    k = n - c
     below, above, vals, idx = got
     found = vals.size
-    if found > limit or below + above + found != n or not below <= k < below + found:
+    if found > bracket_limit(n) or below + above + found != n or not below <= k < below + found:
         return None  # NaN is counted nowhere; or v outside [lo, hi]; or too many
     v, more, n_eq = kth(vals, k - below)
     greater = above + more
@@ -195,6 +227,8 @@ def top_set_scan(
         cut = 0
     elif ties == n_eq:
         cut = n
+    elif nth_equal is not None:
+        cut = nth_equal(vals, idx, v, ties - 1) + 1
     else:
         cut = int(idx[vals == v][ties - 1]) + 1
     return TopSet(float(v), ties, all_ties=ties == n_eq, cut=cut)
