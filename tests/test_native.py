@@ -457,16 +457,17 @@ def test_merge_reads_safetensors_in_place_for_the_statistics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through the executor, a safetensors source's statistics come from the one-pass kernel
-    over the mapped file (no |tau| buffer), with the torch code's bytes."""
+    over the mapped files (no |tau| buffer), one pass over the base for every input and set,
+    with the torch code's bytes."""
     lib = native.lib()
-    calls: list[int] = []
-    real = lib.gta_absdiff_bracket
+    calls: list[tuple[int, int]] = []
+    real = lib.gta_absdiff_bracket_n
 
     def spy(*a):  # type: ignore[no-untyped-def]
-        calls.append(a[4])
+        calls.append((a[3], a[4]))  # (sets scanned, elements)
         return real(*a)
 
-    monkeypatch.setattr(lib, "gta_absdiff_bracket", spy)
+    monkeypatch.setattr(lib, "gta_absdiff_bracket_n", spy)
     paths = _files(tmp_path, 120_000)
     cfg = {
         "merge_method": "breadcrumbs_ties",
@@ -478,7 +479,8 @@ def test_merge_reads_safetensors_in_place_for_the_statistics(
         "dtype": "bfloat16",
     }
     a = load_file(merge(cfg, tmp_path / "a", model_card=False).out / "model.safetensors")
-    assert 120_000 in calls  # the whole tensor in one call, straight from the mapping
+    # the whole tensor in one call, straight from the mapping: 2 inputs, 2 sets each
+    assert calls == [(4, 120_000)]
     monkeypatch.undo()
     with torch_only():
         b = load_file(merge(cfg, tmp_path / "b", model_card=False).out / "model.safetensors")
@@ -528,3 +530,169 @@ def test_ties_names_nonfinite_inputs_with_and_without_kernels(
         rc = main(["merge", str(cfg), "-o", str(tmp_path / "out2"), "--strict"])
         err = capsys.readouterr().err
         assert rc == 2 and "NaN or inf" in err and not (tmp_path / "out2").exists()
+
+
+class _MappedReader:
+    """The executor's reader as the statistics see it for safetensors sources: each slot's
+    whole stored tensor in place (`mapped`), pieces as stored (`raw`), in float32 (call), and
+    a scratch arena reused from call to call (`scratch`; None: no arena)."""
+
+    def __init__(self, xs: list[torch.Tensor], arena: bool = True) -> None:
+        self.xs = xs
+        self._arena = torch.empty(0, dtype=torch.uint8)
+        if not arena:
+            self.scratch = None  # type: ignore[method-assign,assignment]
+
+    def __call__(self, k: int, s: int, c: int) -> torch.Tensor:
+        return self.xs[k][s : s + c].to(torch.float32, copy=True)
+
+    def raw(self, k: int, s: int, c: int, scratch: object = None) -> torch.Tensor:
+        return self.xs[k][s : s + c]
+
+    def mapped(self, k: int) -> tuple[np.ndarray, torch.dtype]:
+        return self.xs[k].view(torch.uint8).numpy(), self.xs[k].dtype
+
+    def scratch(self, nbytes: int) -> torch.Tensor:
+        if self._arena.numel() < nbytes:
+            self._arena = torch.empty(nbytes, dtype=torch.uint8)
+        return self._arena[:nbytes]
+
+
+@needs_native
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    name=st.sampled_from(["ties", "breadcrumbs", "breadcrumbs_ties", "dare_ties", "dare_linear"]),
+    n=st.sampled_from([3001, 70001, 200003]),
+    levels=st.sampled_from([1, 3, 40, 3000]),
+    weights=st.sampled_from([(1.0, 0.5), (1.0, -0.5, 0.3), (0.7,)]),
+    density=st.floats(0.05, 1.0),
+    f32_slot=st.integers(0, 4),
+    nan=st.booleans(),
+    idx64=st.booleans(),
+    small_cap=st.booleans(),
+    arena=st.booleans(),
+)
+def test_stats_from_mapped_tensors_give_the_same_bytes(
+    name, n, levels, weights, density, f32_slot, nan, idx64, small_cap, arena
+) -> None:
+    """The statistics from tensors read in place (one pass over the base for every input and
+    set: `_scan_tops`, `gta_dare_sums_n`) merge to the bytes of those from float32 pieces,
+    with bfloat16 and float32 slots mixed, tied magnitudes, NaN (the bracket misses), int64
+    candidate indices, and a first scan with too little room for its candidates."""
+    xs = _inputs(n, len(weights), torch.bfloat16, levels, seed=n + levels)
+    if f32_slot < len(xs):
+        xs[f32_slot] = xs[f32_slot].float()
+    if nan:
+        xs[1][n // 3] = float("nan")
+    per = [
+        {"weight": w, "density": min(1.0, density + 0.1 * j), "gamma": 0.02}
+        for j, w in enumerate(weights)
+    ]
+    if name in ("ties", "dare_ties", "dare_linear"):
+        per = [{k: v for k, v in q.items() if k != "gamma"} for q in per]
+    m, p, plain = _stats(name, xs, {}, per)
+    with pytest.MonkeyPatch.context() as mp:
+        if idx64:
+            mp.setattr(ta, "IDX32_MAX", 0)
+        if small_cap:
+            mp.setattr(ta, "first_cap", lambda n: 16)
+        inplace = m.stats(_MappedReader(xs, arena), ChunkCtx("layer.w", n, 0, 3), p, len(xs))
+    for i, a in (plain or {}).items():
+        b = inplace[i]
+        assert b.scale == a.scale  # DARE's sums: one piece either way, same order
+        for x, y in ((a.keep_top, b.keep_top), (a.drop_top, b.drop_top)):
+            assert (x is None) == (y is None)
+            if x is not None and y is not None:
+                assert (x.value, x.ties, x.everything, x.nothing, x.all_ties) == (
+                    y.value, y.ties, y.everything, y.nothing, y.all_ties,
+                )  # fmt: skip
+                if not (x.everything or x.nothing or x.all_ties):
+                    assert x.cut == y.cut
+    got = _merge(name, xs, {}, per, 1 << 16, stats=inplace)
+    want = _merge(name, xs, {}, per, 1 << 16, stats=plain)
+    assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+
+
+@needs_native
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    m=st.integers(1, 5000),
+    levels=st.integers(1, 70000),
+    scale=st.sampled_from([1e-6, 1e-3, 1.0, 3e38]),
+    fracs=st.lists(st.floats(0.0, 1.0, exclude_max=True), min_size=1, max_size=3),
+    seed=st.integers(0, 1000),
+)
+def test_radix_ranks_equal_numpy_partition(m, levels, scale, fracs, seed) -> None:
+    """The kernels' ranks (one shared high count, then a low count per rank) give the order
+    statistics numpy's partition gives; NaN makes them decline (the caller partitions)."""
+    g = torch.Generator().manual_seed(seed)
+    vals = (torch.randint(0, levels, (m,), generator=g).double() * scale / levels).float()
+    vals = vals.numpy().copy()
+    ranks = sorted(int(f * m) for f in fracs)
+    got = ta._ranks(native.lib(), vals, ranks)
+    assert got == [np.partition(vals, r)[r] for r in ranks]
+    vals[m // 2] = np.nan
+    assert ta._ranks(native.lib(), vals, ranks) is None
+
+
+@needs_native
+@pytest.mark.parametrize("idx_t", [np.int32, np.int64])
+def test_nth_equal_is_the_boolean_select(idx_t: type) -> None:
+    """gta_nth_equal: the flat index of the r-th candidate equal to v, as idx[vals == v][r]."""
+    rng = np.random.default_rng(4)
+    vals = rng.integers(0, 5, 3000).astype(np.float32)
+    idx = np.sort(rng.choice(10**6, 3000, replace=False)).astype(idx_t)
+    for v in (0.0, 2.0, 4.0):
+        want = idx[vals == v]
+        for r in (0, 1, len(want) // 2, len(want) - 1):
+            assert ta._nth_equal(native.lib(), vals, idx, v, r) == int(want[r])
+
+
+def _dare_sums_reference(
+    b: torch.Tensor, x: torch.Tensor, start: int, key: int, t: int
+) -> tuple[float, float]:
+    """DARE's rescale sums as defined: d = |x - base| and d * keep in float32, each summed in
+    double in 8 lanes (lane l takes elements l, l + 8, ... in order), the lanes added in
+    order."""
+    d = (x.float() - b.float()).abs()
+    keep = torch.empty(d.numel(), dtype=torch.uint8)
+    native.lib().gta_dare_mask(start, d.numel(), key, t, keep.data_ptr())
+    k = d * keep.float()
+    out = []
+    for a in (d.numpy(), k.numpy()):
+        total = 0.0
+        for lane in range(8):
+            part = a[lane::8].astype(np.float64)
+            total += float(np.cumsum(part)[-1]) if part.size else 0.0  # cumsum: in order
+        out.append(total)
+    return out[0], out[1]
+
+
+@needs_native
+@pytest.mark.parametrize("start", [0, 2**32 - 300])
+def test_dare_sums_of_several_inputs_are_the_defined_sums(start: int) -> None:
+    """gta_dare_sums_n over a base and three inputs (bfloat16 and float32 mixed, a length
+    not a multiple of 8, flat indices across 2^32) gives each input's sums bit for bit."""
+    import ctypes
+
+    xs = _inputs(5003, 3, torch.bfloat16, 40, seed=9)
+    xs[2] = xs[2].float()
+    xs[3][17] = float("inf")
+    keys, ts = [11, 2**40 + 5, 2**63 + 7], [ta.dare_threshold(d) for d in (0.3, 0.5, 0.9)]
+    code = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
+    sums = np.zeros(6, np.float64)
+    native.lib().gta_dare_sums_n(
+        xs[0].data_ptr(),
+        code[xs[0].dtype],
+        (ctypes.c_void_p * 3)(*[x.data_ptr() for x in xs[1:]]),
+        (ctypes.c_int32 * 3)(*[code[x.dtype] for x in xs[1:]]),
+        (ctypes.c_uint64 * 3)(*keys),
+        (ctypes.c_uint64 * 3)(*ts),
+        3,
+        5003,
+        start,
+        sums.ctypes.data,
+    )
+    for i in range(3):
+        want = _dare_sums_reference(xs[0], xs[i + 1], start, keys[i], ts[i])
+        assert (sums[2 * i], sums[2 * i + 1]) == want

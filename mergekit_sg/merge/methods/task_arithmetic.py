@@ -22,6 +22,7 @@ import ctypes
 import math
 from collections.abc import Hashable
 from dataclasses import replace
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -40,11 +41,15 @@ from mergekit_sg.merge.methods.base import (
     tensor_seed,
 )
 from mergekit_sg.merge.methods.select import (
+    BRACKET_MIN,
     TopSet,
+    bracket_limit,
+    bracket_of_sample,
     kth_numpy,
     resolve_cut,
     sample_step,
     top_set,
+    top_set_of_scan,
     top_set_scan,
 )
 
@@ -235,21 +240,32 @@ class TaskArithmeticFamily(Method):
             out[i] = _InputStats(keep_top, drop_top, scale, keep)
         return out
 
+    def _sizes(self, q: Any, n: int) -> list[int]:
+        """The sizes of an input's magnitude sets: TIES keeps the top max(1, density * n);
+        breadcrumbs drops the top gamma * n and keeps the next density * n, i.e. the top
+        n - n_bot minus the top n - n_bot - density * n (n_bot: the smallest, dropped)."""
+        if self.sparsify == "magnitude":
+            return [max(1, int(q.density * n))]
+        target = int(q.density * n)
+        n_bot = max(0, n - target - int(q.gamma * n))
+        return [n - n_bot - target, n - n_bot]
+
     def _stats_native(self, lib: Any, read: Reader, ctx: ChunkCtx, p: Params) -> Any:
-        """The statistics with the C kernels. Per magnitude input, where the reader maps the
-        stored tensors (safetensors in the page cache), one pass over base and input counts
-        and gathers the bracket select's candidates of |tau| computed on the fly
-        (`top_set_scan`: the same sets as `top_set`, with the cut, so chunks can be merged in
-        any order); no |tau| buffer and no copy of the inputs. Otherwise, or where that
-        bracket misses, |tau| is written into a float32 buffer of the tensor first (a buffer
-        reused from tensor to tensor) and scanned, or partitioned (NaN, a missed bracket).
-        DARE's rescale sums are one pass with the draw; its masks are drawn again per chunk
-        (cheaper than holding them)."""
+        """The statistics with the C kernels. Where the reader maps the stored tensors
+        (safetensors in the page cache), the magnitude sets of every input come from one
+        pass over the base and all the inputs together (`_scan_tops`: the bracket select of
+        `top_set_scan`, |tau| computed on the fly, the base read and converted once for all
+        inputs; the same sets as `top_set`, with the cut, so chunks can be merged in any
+        order); no |tau| buffer and no copy of the inputs. Otherwise, or where a bracket
+        misses, |tau| is written into a float32 buffer of the tensor first (a buffer reused
+        from tensor to tensor) and scanned, or partitioned (NaN, a missed bracket). DARE's
+        rescale sums are one pass with the draw, over all inputs at once; its masks are
+        drawn again per chunk (cheaper than holding them)."""
         out: dict[int, _InputStats] = {}
         n = ctx.numel
+        act = self._active(p)
         mag = self.sparsify in ("magnitude", "outliers")
         rescale = p.shared.rescale  # type: ignore[attr-defined]
-        codes = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
         mapped = getattr(read, "mapped", None)  # whole stored tensors, read in place
         raw = getattr(read, "raw", None)  # pieces as stored: the kernel converts them
         arena = getattr(read, "scratch", None)
@@ -259,28 +275,26 @@ class TaskArithmeticFamily(Method):
             """(array holding slot k's stored tensor, kernel dtype code), or None."""
             if k not in views:
                 got = mapped(k) if mapped is not None else None
-                views[k] = (got[0], codes[got[1]]) if got and got[1] in codes else None
+                views[k] = (got[0], _CODES[got[1]]) if got and got[1] in _CODES else None
             return views[k]
 
-        def pairs(i: int) -> Any:
-            """(start, count, base pointer, code, input pointer, code, keep-alive): the whole
-            tensors where mapped, else STATS_CHUNK pieces read as stored or converted."""
-            wb, wx = whole(0), whole(i)
-            if wb is not None and wx is not None:
-                yield 0, n, wb[0].ctypes.data, wb[1], wx[0].ctypes.data, wx[1], None
+        def pieces(slots: list[int]) -> Any:
+            """(start, count, [(pointer, code) of the base and each slot], keep-alive): the
+            whole tensors where all are mapped, else STATS_CHUNK pieces, each slot's read once
+            (as stored where the kernels convert it, else in float32)."""
+            ws = [whole(k) for k in (0, *slots)]
+            if all(w is not None for w in ws):
+                yield 0, n, [(w[0].ctypes.data, w[1]) for w in ws], None  # type: ignore[index]
                 return
             # 8 bytes an element: a float64 source fits too
-            scratch = [torch.empty(STATS_CHUNK * 8, dtype=torch.uint8) for _ in range(2)]
+            scratch = [torch.empty(STATS_CHUNK * 8, dtype=torch.uint8) for _ in ws]
             for s in range(0, n, STATS_CHUNK):
                 c = min(STATS_CHUNK, n - s)
-                if raw is not None:
-                    bt, xt = raw(0, s, c, scratch[0]), raw(i, s, c, scratch[1])
-                    if bt.dtype not in codes or xt.dtype not in codes:
-                        bt, xt = read(0, s, c), read(i, s, c)
-                else:
-                    bt, xt = read(0, s, c), read(i, s, c)
-                cb, cx = codes[bt.dtype], codes[xt.dtype]
-                yield s, c, bt.data_ptr(), cb, xt.data_ptr(), cx, (bt, xt)
+                ts = []
+                for k, scr in zip((0, *slots), scratch, strict=True):
+                    t = raw(k, s, c, scr) if raw is not None else None
+                    ts.append(t if t is not None and t.dtype in _CODES else read(k, s, c))
+                yield s, c, [(t.data_ptr(), _CODES[t.dtype]) for t in ts], ts
 
         buf_t: list[torch.Tensor] = []
 
@@ -292,27 +306,11 @@ class TaskArithmeticFamily(Method):
                     buf_t.append(torch.empty(n, dtype=torch.float32))
             return buf_t[0]
 
-        def kth(vals: np.ndarray, j: int) -> tuple[float, int, int]:
-            """select.kth_numpy by the kernels' radix count."""
-            vals = np.ascontiguousarray(vals, dtype=np.float32)
-            v, more, eq = ctypes.c_float(), ctypes.c_int64(), ctypes.c_int64()
-            rc = lib.gta_kth(
-                vals.ctypes.data,
-                vals.size,
-                j,
-                ctypes.byref(v),
-                ctypes.byref(more),
-                ctypes.byref(eq),
-            )
-            if rc != 0:
-                return kth_numpy(vals, j)
-            return v.value, more.value, eq.value
-
         def gather(call: Any) -> Any:
             """A BracketScan from call(lo, hi, vals, idx, cap, counts) -> found."""
 
             def scan(lo: float, hi: float, limit: int) -> Any:
-                cap = min(limit, max(1 << 12, n >> 5))
+                cap = first_cap(n)
                 while True:
                     vals, idx = np.empty(cap, np.float32), np.empty(cap, np.int64)
                     counts = np.zeros(2, np.int64)
@@ -329,36 +327,48 @@ class TaskArithmeticFamily(Method):
             for s, b in stream_pass(read, 0, n):
                 yield s, read(i, s, b.numel()).sub_(b).abs_()
 
+        kth = partial(_kth, lib)
         step = sample_step(n)
-        m = -(-n // step)
-        for i in self._active(p):
+        tops_of: dict[int, list[TopSet | None]] = {}
+        if mag and not rescale and whole(0) is not None:
+            xs = {i: w for i in act if (w := whole(i)) is not None}
+            sizes = {i: self._sizes(p.per_input[i], n) for i in xs}
+            tops_of = _scan_tops(lib, whole(0), xs, n, sizes, arena)  # type: ignore[arg-type]
+        dare: dict[int, np.ndarray] = {}
+        if not mag and rescale and act:  # DARE: l1 and kept sums, per input
+            groups = [
+                [i for i in act if whole(i) is not None],
+                [i for i in act if whole(i) is None],
+            ]
+            for g in groups if whole(0) is not None else [act]:
+                if not g:
+                    continue
+                sums = np.zeros(2 * len(g), np.float64)
+                keys = (ctypes.c_uint64 * len(g))(*[dare_key(ctx.seed, ctx.name, i) for i in g])
+                ts = (ctypes.c_uint64 * len(g))(
+                    *[dare_threshold(p.per_input[i].density) for i in g]  # type: ignore[union-attr]
+                )
+                for s, c, ptrs, _keep in pieces(g):
+                    xp = (ctypes.c_void_p * len(g))(*[q[0] for q in ptrs[1:]])
+                    xc = (ctypes.c_int32 * len(g))(*[q[1] for q in ptrs[1:]])
+                    lib.gta_dare_sums_n(
+                        ptrs[0][0], ptrs[0][1], xp, xc, keys, ts, len(g), c, s, sums.ctypes.data
+                    )
+                for k, i in enumerate(g):
+                    dare[i] = sums[2 * k : 2 * k + 2]
+        for i in act:
             q = p.per_input[i]
             keep_top = drop_top = None
             l1 = kept = 0.0
             scale = 1.0
             if mag:
-                if self.sparsify == "magnitude":
-                    sizes = [max(1, int(q.density * n))]  # type: ignore[union-attr]
-                else:
-                    target = int(q.density * n)  # type: ignore[union-attr]
-                    n_bot = max(0, n - target - int(q.gamma * n))  # type: ignore[union-attr]
-                    sizes = [n - n_bot - target, n - n_bot]
-                tops: list[TopSet | None] = [None]
-                wb, wx = whole(0), whole(i)
-                if wb is not None and wx is not None and not rescale:
-                    bp, bc, xp, xc = wb[0].ctypes.data, wb[1], wx[0].ctypes.data, wx[1]
-                    sample = np.empty(m, np.float32)
-                    lib.gta_absdiff_strided(bp, bc, xp, xc, m, step, sample.ctypes.data)
-                    scan = gather(
-                        lambda lo, hi, v, ix, cap, cnt, bp=bp, bc=bc, xp=xp, xc=xc: (
-                            lib.gta_absdiff_bracket(bp, bc, xp, xc, n, lo, hi, v, ix, cap, cnt)
-                        )
-                    )
-                    tops = [top_set_scan(n, c, sample.copy, scan, kth) for c in sizes]
+                sizes_i = self._sizes(q, n)
+                tops = tops_of.get(i, [None])
                 if any(t is None for t in tops):  # |tau| into the buffer, then scanned
                     buf = buffer()
                     bptr, arr = buf.data_ptr(), buf.numpy()
-                    for s, c, bp, bc, xp, xc, _keep in pairs(i):
+                    for s, c, ptrs, _keep in pieces([i]):
+                        (bp, bc), (xp, xc) = ptrs
                         lib.gta_absdiff(bp, bc, xp, xc, c, bptr + 4 * s)
                     if rescale:
                         l1 = float(buf.sum(dtype=torch.float64))
@@ -367,11 +377,13 @@ class TaskArithmeticFamily(Method):
                             bptr, n, lo, hi, v, ix, cap, cnt
                         )
                     )
+                    ranks = partial(_ranks, lib)
                     tops = [
-                        top_set_scan(n, c, lambda a=arr: a[::step].copy(), scan, kth) for c in sizes
+                        top_set_scan(n, c, lambda a=arr: a[::step].copy(), scan, kth, ranks)
+                        for c in sizes_i
                     ]
                     if any(t is None for t in tops):  # the partition (it permutes the buffer)
-                        tops = [resolve_cut(top_set(buf, c), abs_pieces(i)) for c in sizes]
+                        tops = [resolve_cut(top_set(buf, c), abs_pieces(i)) for c in sizes_i]
                 if self.sparsify == "magnitude":
                     keep_top = tops[0]
                 else:
@@ -381,13 +393,7 @@ class TaskArithmeticFamily(Method):
                         a = self._mask_f(i, d, s, ctx, q, keep_top, drop_top)
                         kept += float(a.mul_(d).sum(dtype=torch.float64))
             elif rescale:  # DARE
-                sums = np.zeros(2, np.float64)
-                key, t = dare_key(ctx.seed, ctx.name, i), dare_threshold(q.density)  # type: ignore[union-attr]
-                for s, c, bp, bc, xp, xc, _keep in pairs(i):
-                    lib.gta_dare_sums(
-                        bp, bc, xp, xc, c, s, key, t, sums.ctypes.data, sums.ctypes.data + 8
-                    )
-                l1, kept = float(sums[0]), float(sums[1])
+                l1, kept = float(dare[i][0]), float(dare[i][1])
             if rescale and l1 >= 1e-7 and kept >= 1e-7:
                 scale = l1 / kept
             out[i] = _InputStats(keep_top, drop_top, scale)
@@ -631,6 +637,162 @@ def _kind(top: TopSet | None, n: int) -> tuple[int, float, int]:
     cut = n if top.all_ties else top.cut
     assert cut is not None
     return native.K_THRESH, top.value, cut
+
+
+_CODES = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
+IDX32_MAX = 2**31 - 1  # tensors up to this size gather int32 flat indices (half the stores)
+
+
+def first_cap(n: int) -> int:
+    """The candidate room of a bracket scan's first pass: n/32 (about twice the expected
+    count), at least 4096, at most the limit; a scan that finds more (and no more than the
+    limit) is run again with room for them all."""
+    return min(bracket_limit(n), max(1 << 12, n >> 5))
+
+
+def _kth(lib: Any, vals: np.ndarray, j: int) -> tuple[float, int, int]:
+    """select.kth_numpy by the kernels' radix count (the same value and counts)."""
+    vals = np.ascontiguousarray(vals, dtype=np.float32)
+    v, more, eq = ctypes.c_float(), ctypes.c_int64(), ctypes.c_int64()
+    rc = lib.gta_kth(
+        vals.ctypes.data, vals.size, j, ctypes.byref(v), ctypes.byref(more), ctypes.byref(eq)
+    )
+    if rc != 0:
+        return kth_numpy(vals, j)
+    return v.value, more.value, eq.value
+
+
+def _ranks(lib: Any, vals: np.ndarray, ranks: list[int]) -> list[float] | None:
+    """The values of the given ranks (0-based, ascending order) of non-negative float32
+    values by the kernels' radix count; None where it cannot tell (NaN, no memory), and
+    select.py partitions instead: the same values either way (an order statistic is a
+    value, whichever method finds it)."""
+    vals = np.ascontiguousarray(vals, dtype=np.float32)
+    r = np.asarray(ranks, dtype=np.int64)
+    got = np.empty(len(ranks), dtype=np.float32)
+    if lib.gta_ranks(vals.ctypes.data, vals.size, r.ctypes.data, len(ranks), got.ctypes.data):
+        return None
+    return list(got)
+
+
+def _nth_equal(lib: Any, vals: np.ndarray, idx: np.ndarray, v: float, r: int) -> int:
+    """The flat index of the r-th (0-based) candidate equal to v: `idx[vals == v][r]` in
+    one pass of the kernels, without the boolean mask and the copy."""
+    got = lib.gta_nth_equal(
+        vals.ctypes.data, idx.ctypes.data, int(idx.dtype == np.int32), vals.size, v, r
+    )
+    return int(idx[vals == v][r]) if got < 0 else int(got)
+
+
+def _scan_tops(
+    lib: Any,
+    base: tuple[np.ndarray, int],
+    xs: dict[int, tuple[np.ndarray, int]],
+    n: int,
+    sizes: dict[int, list[int]],
+    arena: Any,
+) -> dict[int, list[TopSet | None]]:
+    """The magnitude sets (the c largest of |x_i - base| for each c in sizes[i]) of inputs
+    read in place (xs: slot -> (stored tensor, kernel dtype code)), by the bracket select of
+    `select.top_set_scan` with one read of the base for all of them: the strided samples of
+    every input in one pass (gta_absdiff_strided_n), each set's bracket from its sample
+    (radix ranks), one pass counting and gathering every set's candidates
+    (gta_absdiff_bracket_n: the base converted once per block, |tau| never stored), then each
+    threshold and cut from its candidates (`top_set_of_scan`). A set whose bracket misses
+    (NaN, too many candidates, v outside it) is None: the caller partitions. The candidate
+    buffers come from the arena (reused from tensor to tensor) where there is one."""
+    out: dict[int, list[TopSet | None]] = {i: [None] * len(sizes[i]) for i in xs}
+    jobs: list[tuple[int, int, int]] = []  # (slot, set, c)
+    for i in xs:
+        for j, c in enumerate(sizes[i]):
+            if c >= n:
+                out[i][j] = TopSet(0.0, 0, everything=True)
+            elif c <= 0:
+                out[i][j] = TopSet(0.0, 0, nothing=True)
+            elif n >= BRACKET_MIN:
+                jobs.append((i, j, c))
+    if not jobs:
+        return out
+    slots = sorted({i for i, _, _ in jobs})
+    row = {i: r for r, i in enumerate(slots)}
+    step = sample_step(n)
+    m = -(-n // step)
+    samples = np.empty((len(slots), m), np.float32)
+    lib.gta_absdiff_strided_n(
+        base[0].ctypes.data,
+        base[1],
+        (ctypes.c_void_p * len(slots))(*[xs[i][0].ctypes.data for i in slots]),
+        (ctypes.c_int32 * len(slots))(*[xs[i][1] for i in slots]),
+        len(slots),
+        m,
+        step,
+        samples.ctypes.data,
+    )
+    ranks = partial(_ranks, lib)
+    brackets = [bracket_of_sample(samples[row[i]].copy(), n, n - c, ranks) for i, _, c in jobs]
+    limit = bracket_limit(n)
+    idx_t = np.int32 if n <= IDX32_MAX else np.int64
+    isz = np.dtype(idx_t).itemsize
+
+    def scan(which: list[int], caps: list[int], room: Any) -> Any:
+        """One pass for the jobs `which`, with candidate room caps; (scan results, buffers)."""
+        sc = (native.GtaScan * len(which))()
+        bufs = []
+        for t, (k, cap) in enumerate(zip(which, caps, strict=True)):
+            i = jobs[k][0]
+            vals, idx = room(t, cap)
+            bufs.append((vals, idx))
+            g = sc[t]
+            g.x, g.dtype, g.idx32 = xs[i][0].ctypes.data, xs[i][1], int(idx_t is np.int32)
+            g.lo, g.hi = brackets[k]
+            g.vals, g.idx, g.cap = vals.ctypes.data, idx.ctypes.data, cap
+        lib.gta_absdiff_bracket_n(base[0].ctypes.data, base[1], sc, len(which), n)
+        return sc, bufs
+
+    cap0 = first_cap(n)
+    if arena is not None:  # idx arrays first (aligned), then the values
+        space = arena(len(jobs) * cap0 * (isz + 4)).numpy()
+        ni = len(jobs) * cap0 * isz
+
+        def room(t: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
+            vals = space[ni + t * cap * 4 : ni + (t + 1) * cap * 4].view(np.float32)
+            return vals, space[t * cap * isz : (t + 1) * cap * isz].view(idx_t)
+    else:
+
+        def room(t: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
+            return np.empty(cap, np.float32), np.empty(cap, idx_t)
+
+    def fresh(t: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.empty(cap, np.float32), np.empty(cap, idx_t)
+
+    which = list(range(len(jobs)))
+    sc, bufs = scan(which, [cap0] * len(jobs), room)
+    results: dict[int, Any] = {}
+    again = []
+    for t, k in enumerate(which):
+        g = sc[t]
+        if g.found > limit:
+            results[k] = None
+        elif g.found > cap0:  # more than the first guess: once more, room for them all
+            again.append((k, g.found))
+        else:
+            vals, idx = bufs[t]
+            results[k] = (g.below, g.above, vals[: g.found], idx[: g.found])
+    # the sets from the first pass, before a second pass could need the arena
+    nth = partial(_nth_equal, lib)
+    kth = partial(_kth, lib)
+    for k, got in results.items():
+        i, j, c = jobs[k]
+        out[i][j] = top_set_of_scan(n, c, got, kth, nth)
+    if again:
+        sc, bufs = scan([k for k, _ in again], [f for _, f in again], fresh)
+        for t, (k, f) in enumerate(again):
+            g = sc[t]
+            vals, idx = bufs[t]
+            got = (g.below, g.above, vals[: g.found], idx[: g.found]) if g.found <= f else None
+            i, j, c = jobs[k]
+            out[i][j] = top_set_of_scan(n, c, got, kth, nth)
+    return out
 
 
 class TaskArithmetic(TaskArithmeticFamily):

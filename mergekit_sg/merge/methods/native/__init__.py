@@ -69,6 +69,25 @@ class GtaInput(ctypes.Structure):
     ]
 
 
+class GtaScan(ctypes.Structure):
+    """gta_scan in kernels.c: one input's bracket (lo, hi), its candidate buffers (idx int32
+    when idx32, else int64) and, out, the counts below, above and in the bracket."""
+
+    _fields_ = [
+        ("x", ctypes.c_void_p),
+        ("dtype", ctypes.c_int32),
+        ("idx32", ctypes.c_int32),
+        ("lo", ctypes.c_float),
+        ("hi", ctypes.c_float),
+        ("vals", ctypes.c_void_p),
+        ("idx", ctypes.c_void_p),
+        ("cap", ctypes.c_int64),
+        ("below", ctypes.c_int64),
+        ("above", ctypes.c_int64),
+        ("found", ctypes.c_int64),
+    ]
+
+
 def _cpu_id() -> str:
     """What -march=native depends on: the machine and the CPU's model and flags."""
     ident = platform.machine()
@@ -122,13 +141,17 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.gta_absdiff.restype = None
     lib.gta_absdiff.argtypes = [p, i32, p, i32, i64, p]
     lib.gta_bracket.restype = i64
-    lib.gta_absdiff_strided.restype = None
-    lib.gta_absdiff_strided.argtypes = [p, i32, p, i32, i64, i64, p]
-    lib.gta_absdiff_bracket.restype = i64
-    lib.gta_absdiff_bracket.argtypes = [p, i32, p, i32, i64, f32, f32, p, p, i64, p]
+    lib.gta_absdiff_strided_n.restype = None
+    lib.gta_absdiff_strided_n.argtypes = [p, i32, p, p, i32, i64, i64, p]
+    lib.gta_absdiff_bracket_n.restype = None
+    lib.gta_absdiff_bracket_n.argtypes = [p, i32, p, i32, i64]
+    lib.gta_ranks.restype = i32
+    lib.gta_ranks.argtypes = [p, i64, p, i32, p]
+    lib.gta_nth_equal.restype = i64
+    lib.gta_nth_equal.argtypes = [p, p, i32, i64, f32, i64]
     lib.gta_bracket.argtypes = [p, i64, f32, f32, p, p, i64, p]
-    lib.gta_dare_sums.restype = None
-    lib.gta_dare_sums.argtypes = [p, i32, p, i32, i64, i64, u64, u64, p, p]
+    lib.gta_dare_sums_n.restype = None
+    lib.gta_dare_sums_n.argtypes = [p, i32, p, p, p, p, i32, i64, i64, p]
     lib.gta_dare_mask.restype = None
     lib.gta_dare_mask.argtypes = [i64, i64, u64, u64, p]
     lib.gta_kth.restype = i32

@@ -314,77 +314,6 @@ int64_t gta_bracket(const float *a, int64_t count, float lo, float hi, float *va
     return found;
 }
 
-/* The bracket select's sample: out[i] = |x[i * step] - base[i * step]| for i < m. */
-void gta_absdiff_strided(const void *base, int32_t base_dtype, const void *x, int32_t x_dtype,
-                         int64_t m, int64_t step, float *out) {
-    for (int64_t i = 0; i < m; i++) {
-        float b, v;
-        load(base, base_dtype, i * step, 1, &b);
-        load(x, x_dtype, i * step, 1, &v);
-        out[i] = fabsf(v - b);
-    }
-}
-
-/* gta_bracket of |x - base| computed on the fly: one pass over the inputs (read in place,
- * e.g. from the page cache through a mapping), no |tau| buffer. */
-int64_t gta_absdiff_bracket(const void *base, int32_t base_dtype, const void *x,
-                            int32_t x_dtype, int64_t count, float lo, float hi, float *vals,
-                            int64_t *idx, int64_t cap, int64_t *counts) {
-    float bb[BLK], a[BLK];
-    int64_t below = 0, above = 0, found = 0, part[2];
-    for (int64_t s = 0; s < count; s += BLK) {
-        int n = (int)(count - s < BLK ? count - s : BLK);
-        load(base, base_dtype, s, n, bb);
-        load(x, x_dtype, s, n, a);
-        for (int j = 0; j < n; j++) a[j] = fabsf(a[j] - bb[j]);
-        int64_t room = cap > found ? cap - found : 0;
-        int64_t f = gta_bracket(a, n, lo, hi, vals + (room ? found : 0),
-                                idx + (room ? found : 0), room, part);
-        if (room)
-            for (int64_t j = 0; j < (f < room ? f : room); j++) idx[found + j] += s;
-        below += part[0];
-        above += part[1];
-        found += f;
-    }
-    counts[0] = below;
-    counts[1] = above;
-    return found;
-}
-
-/* DARE's rescale sums over one piece: l1 += sum |d|, kept += sum |d| * keep, in double,
- * in 8 interleaved partial sums (lane j % 8 of the piece) added in lane order at the end. */
-void gta_dare_sums(const void *base, int32_t base_dtype, const void *x, int32_t x_dtype,
-                   int64_t count, int64_t start, uint64_t key, uint64_t t, double *l1,
-                   double *kept) {
-    float bb[BLK], dd[BLK], m[BLK];
-    double a1[8] = {0}, a2[8] = {0};
-    for (int64_t s = 0; s < count; s += BLK) {
-        int n = (int)(count - s < BLK ? count - s : BLK);
-        load(base, base_dtype, s, n, bb);
-        load(x, x_dtype, s, n, dd);
-        for (int j = 0; j < n; j++) dd[j] = fabsf(dd[j] - bb[j]);
-        dare_mask(key, start + s, n, t, m);
-        for (int j = 0; j < n; j++) m[j] = dd[j] * m[j];
-        int j = 0;
-        for (; j + 8 <= n; j += 8)
-            for (int l = 0; l < 8; l++) {
-                a1[l] += dd[j + l];
-                a2[l] += m[j + l];
-            }
-        for (; j < n; j++) {
-            a1[j & 7] += dd[j];
-            a2[j & 7] += m[j];
-        }
-    }
-    double s1 = 0.0, s2 = 0.0;
-    for (int l = 0; l < 8; l++) {
-        s1 += a1[l];
-        s2 += a2[l];
-    }
-    *l1 += s1;
-    *kept += s2;
-}
-
 /* DARE's keep mask (0/1 bytes) of flat elements start .. start+count. */
 void gta_dare_mask(int64_t start, int64_t count, uint64_t key, uint64_t t, uint8_t *out) {
     float m[BLK];
@@ -481,4 +410,308 @@ int gta_kth(const float *vals, int64_t m, int64_t j, float *v, int64_t *greater,
     *equal = h[lb];
     free(h);
     return 0;
+}
+
+/* ---- The statistics pass of several inputs over one base ----------------------------
+ * TIES' per-input magnitude threshold needs, per input i, the counts of |x_i - base| below
+ * lo_i and above hi_i and the values in [lo_i, hi_i] with their flat indices (the bracket
+ * select, select.py). One pass over the base serves every input: each block of the base is
+ * read and converted once, then each input's block is converted, differenced and scanned
+ * while the base block is in L1, |x_i - base| never stored. Per input the results are those
+ * of gta_bracket over gta_absdiff's buffer (the same float32 |x - base|, counts and
+ * candidates, in flat-index order). */
+typedef struct {
+    const void *x;
+    int32_t dtype;
+    int32_t idx32; /* idx holds int32 (the tensor has fewer than 2^31 elements), else int64 */
+    float lo, hi;
+    float *vals;   /* room for cap values (the kernel stores at most cap) */
+    void *idx;     /* and their flat indices */
+    int64_t cap;
+    int64_t below, above, found; /* out: #(< lo), #(> hi), #(in [lo, hi]); NaN in none */
+} gta_scan;
+
+/* One element of the scan, for the tails and machines without AVX2. */
+static inline void scan_one(gta_scan *s, float x, int64_t g) {
+    s->below += x < s->lo;
+    s->above += x > s->hi;
+    if (x >= s->lo && x <= s->hi) {
+        if (s->found < s->cap) {
+            s->vals[s->found] = x;
+            if (s->idx32)
+                ((int32_t *)s->idx)[s->found] = (int32_t)g;
+            else
+                ((int64_t *)s->idx)[s->found] = g;
+        }
+        s->found++;
+    }
+}
+
+#ifdef __AVX2__
+/* COMPRESS[mask]: the lanes of mask's set bits, lowest first (a compressing permute's
+ * indices); filled when the library is loaded. */
+static int32_t COMPRESS[256][8];
+__attribute__((constructor)) static void compress_init(void) {
+    for (int mask = 0; mask < 256; mask++) {
+        int k = 0;
+        for (int b = 0; b < 8; b++)
+            if (mask >> b & 1) COMPRESS[mask][k++] = b;
+        while (k < 8) COMPRESS[mask][k++] = 0;
+    }
+}
+
+static inline __m256 load8(const void *x, int dt, int64_t off) {
+    if (dt == DT_F32) return _mm256_loadu_ps((const float *)x + off);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)x + off));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* The scan of elements [off, off + n) of one input (n a multiple of 8) against the converted
+ * base block bb. Branch-free: the counts accumulate in vector lanes, and the candidates
+ * (~2% of the elements, scattered) are stored by a compressing permute, 8 lanes at a time
+ * while there is room for 8 more (a branch per 8 elements on "any candidate?" is
+ * mispredicted about one time in seven, which cost more than the rest of the loop). */
+static inline void scan_block8(gta_scan *s, const void *x, const int dt, const int idx32,
+                               int64_t off, int n, const float *bb) {
+    const __m256 vlo = _mm256_set1_ps(s->lo), vhi = _mm256_set1_ps(s->hi);
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256i cb = _mm256_setzero_si256(), ca = _mm256_setzero_si256();
+    int64_t found = s->found;
+    const int64_t cap = s->cap;
+    for (int j = 0; j < n; j += 8) {
+        __m256 v = _mm256_and_ps(_mm256_sub_ps(load8(x, dt, off + j), _mm256_loadu_ps(bb + j)),
+                                 sign); /* fabsf */
+        __m256 lt = _mm256_cmp_ps(v, vlo, _CMP_LT_OQ), gt = _mm256_cmp_ps(v, vhi, _CMP_GT_OQ);
+        cb = _mm256_sub_epi32(cb, _mm256_castps_si256(lt)); /* a true lane is -1 */
+        ca = _mm256_sub_epi32(ca, _mm256_castps_si256(gt));
+        __m256 in =
+            _mm256_and_ps(_mm256_cmp_ps(v, vlo, _CMP_GE_OQ), _mm256_cmp_ps(v, vhi, _CMP_LE_OQ));
+        unsigned mi = (unsigned)_mm256_movemask_ps(in);
+        if (found + 8 <= cap) {
+            __m256i perm = _mm256_loadu_si256((const __m256i *)COMPRESS[mi]);
+            _mm256_storeu_ps(s->vals + found, _mm256_permutevar8x32_ps(v, perm));
+            if (idx32) {
+                __m256i g = _mm256_add_epi32(perm, _mm256_set1_epi32((int32_t)(off + j)));
+                _mm256_storeu_si256((__m256i *)((int32_t *)s->idx + found), g);
+            } else {
+                __m256i g = _mm256_set1_epi64x(off + j);
+                int64_t *ix = (int64_t *)s->idx + found;
+                _mm256_storeu_si256(
+                    (__m256i *)ix,
+                    _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(perm)), g));
+                _mm256_storeu_si256(
+                    (__m256i *)(ix + 4),
+                    _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(perm, 1)),
+                                     g));
+            }
+            found += __builtin_popcount(mi);
+        } else { /* near or past cap: count, store what fits */
+            float a[8];
+            _mm256_storeu_ps(a, v);
+            while (mi) {
+                int t = __builtin_ctz(mi);
+                if (found < cap) {
+                    s->vals[found] = a[t];
+                    if (idx32)
+                        ((int32_t *)s->idx)[found] = (int32_t)(off + j + t);
+                    else
+                        ((int64_t *)s->idx)[found] = off + j + t;
+                }
+                found++;
+                mi &= mi - 1;
+            }
+        }
+    }
+    int32_t l[8], m[8];
+    _mm256_storeu_si256((__m256i *)l, cb);
+    _mm256_storeu_si256((__m256i *)m, ca);
+    for (int k = 0; k < 8; k++) {
+        s->below += l[k];
+        s->above += m[k];
+    }
+    s->found = found;
+}
+#endif
+
+/* The bracket pass of n_x inputs over one base, elements [0, count) (the flat indices
+ * stored are those), in one read of the base. */
+void gta_absdiff_bracket_n(const void *base, int32_t base_dtype, gta_scan *sc, int32_t n_x,
+                           int64_t count) {
+    float bb[BLK];
+    for (int i = 0; i < n_x; i++) sc[i].below = sc[i].above = sc[i].found = 0;
+    for (int64_t s = 0; s < count; s += BLK) {
+        int n = (int)(count - s < BLK ? count - s : BLK);
+        load(base, base_dtype, s, n, bb);
+        for (int i = 0; i < n_x; i++) {
+            gta_scan *q = sc + i;
+            int j = 0;
+#ifdef __AVX2__
+            int n8 = n & ~7;
+            /* specialised per dtype and index width (constant arguments of an inline) */
+            if (q->dtype == DT_BF16 && q->idx32)
+                scan_block8(q, q->x, DT_BF16, 1, s, n8, bb);
+            else if (q->dtype == DT_BF16)
+                scan_block8(q, q->x, DT_BF16, 0, s, n8, bb);
+            else if (q->idx32)
+                scan_block8(q, q->x, DT_F32, 1, s, n8, bb);
+            else
+                scan_block8(q, q->x, DT_F32, 0, s, n8, bb);
+            j = n8;
+#endif
+            for (; j < n; j++) {
+                float v;
+                load(q->x, q->dtype, s + j, 1, &v);
+                scan_one(q, fabsf(v - bb[j]), s + j);
+            }
+        }
+    }
+}
+
+/* The bracket select's samples of n_x inputs: out[i * m + k] = |x_i[k * step] - base[k *
+ * step]| for k < m, the base element read once for all. */
+void gta_absdiff_strided_n(const void *base, int32_t base_dtype, const void *const *xs,
+                           const int32_t *x_dtypes, int32_t n_x, int64_t m, int64_t step,
+                           float *out) {
+    for (int64_t k = 0; k < m; k++) {
+        float b;
+        load(base, base_dtype, k * step, 1, &b);
+        for (int i = 0; i < n_x; i++) {
+            float v;
+            load(xs[i], x_dtypes[i], k * step, 1, &v);
+            out[i * m + k] = fabsf(v - b);
+        }
+    }
+}
+
+/* The value of rank r (the r-th smallest, 0-based) of m non-negative floats, for each of
+ * n_r ranks: gta_kth's radix count (the high 16 bits, then the low 16 within the one high
+ * bin that holds the rank) with the first count shared by all the ranks. For the bracket
+ * select's sample: the two quantiles in 3 passes over it instead of numpy's partition.
+ * Returns 0, -1 with no memory, or -2 where a value is NaN or negative (those bit patterns do
+ * not order as the values do: the caller partitions). */
+int gta_ranks(const float *vals, int64_t m, const int64_t *ranks, int32_t n_r, float *out) {
+    const uint32_t *u = (const uint32_t *)vals;
+    for (int32_t k = 0; k < n_r; k++)
+        if (ranks[k] < 0 || ranks[k] >= m) return -2;
+    int64_t *h = (int64_t *)calloc(65536, sizeof(int64_t));
+    int64_t *l = (int64_t *)malloc(65536 * sizeof(int64_t));
+    if (h == NULL || l == NULL) {
+        free(h);
+        free(l);
+        return -1;
+    }
+    uint32_t worst = 0;
+    for (int64_t i = 0; i < m; i++) {
+        h[u[i] >> 16]++;
+        worst = u[i] > worst ? u[i] : worst;
+    }
+    if (worst > 0x7F800000u) { /* NaN, or a set sign bit */
+        free(h);
+        free(l);
+        return -2;
+    }
+    for (int32_t k = 0; k < n_r; k++) {
+        int64_t below = 0, r = ranks[k];
+        uint32_t hb = 0;
+        for (uint32_t b = 0; b < 65536; b++) {
+            if (below + h[b] > r) {
+                hb = b;
+                break;
+            }
+            below += h[b];
+        }
+        memset(l, 0, 65536 * sizeof(int64_t));
+        for (int64_t i = 0; i < m; i++)
+            if ((u[i] >> 16) == hb) l[u[i] & 0xFFFFu]++;
+        r -= below;
+        uint32_t lb = 0;
+        for (uint32_t b = 0; b < 65536; b++) {
+            if (l[b] > r) {
+                lb = b;
+                break;
+            }
+            r -= l[b];
+        }
+        uint32_t bits = (hb << 16) | lb;
+        memcpy(out + k, &bits, 4);
+    }
+    free(h);
+    free(l);
+    return 0;
+}
+
+/* The flat index of the r-th (0-based) of the m candidates equal to v (idx: int32 when
+ * idx32, else int64), or -1 when there are not that many: where a top set's tied elements
+ * end (its cut). */
+int64_t gta_nth_equal(const float *vals, const void *idx, int32_t idx32, int64_t m, float v,
+                      int64_t r) {
+    for (int64_t i = 0; i < m; i++)
+        if (vals[i] == v && r-- == 0)
+            return idx32 ? (int64_t)((const int32_t *)idx)[i] : ((const int64_t *)idx)[i];
+    return -1;
+}
+
+/* Adds |d| and |d| * keep of one block to the 8 lanes of an input's double sums (lane l
+ * takes elements l, l + 8, ...), the conversion to double exact and each lane's additions in
+ * element order: gta_dare_sums' sums, to the bit. */
+static inline void dare_acc(const float *dd, const float *m, int n, double *p1, double *p2) {
+    int j = 0;
+#ifdef __AVX2__
+    __m256d s1a = _mm256_loadu_pd(p1), s1b = _mm256_loadu_pd(p1 + 4);
+    __m256d s2a = _mm256_loadu_pd(p2), s2b = _mm256_loadu_pd(p2 + 4);
+    for (; j + 8 <= n; j += 8) {
+        __m256 d = _mm256_loadu_ps(dd + j), k = _mm256_loadu_ps(m + j);
+        s1a = _mm256_add_pd(s1a, _mm256_cvtps_pd(_mm256_castps256_ps128(d)));
+        s1b = _mm256_add_pd(s1b, _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1)));
+        s2a = _mm256_add_pd(s2a, _mm256_cvtps_pd(_mm256_castps256_ps128(k)));
+        s2b = _mm256_add_pd(s2b, _mm256_cvtps_pd(_mm256_extractf128_ps(k, 1)));
+    }
+    _mm256_storeu_pd(p1, s1a);
+    _mm256_storeu_pd(p1 + 4, s1b);
+    _mm256_storeu_pd(p2, s2a);
+    _mm256_storeu_pd(p2 + 4, s2b);
+#endif
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) {
+            p1[l] += dd[j + l];
+            p2[l] += m[j + l];
+        }
+    for (; j < n; j++) {
+        p1[j & 7] += dd[j];
+        p2[j & 7] += m[j];
+    }
+}
+
+/* gta_dare_sums of n_x inputs over one base in one read of it: for input i,
+ * sums[2i] += sum |d_i| and sums[2i + 1] += sum |d_i| * keep_i (keep_i drawn with keys[i],
+ * ts[i]), each in gta_dare_sums' order (8 interleaved partial sums in double, lane j % 8 of
+ * the piece, added in lane order at the end), so the sums are gta_dare_sums' to the bit. */
+void gta_dare_sums_n(const void *base, int32_t base_dtype, const void *const *xs,
+                     const int32_t *x_dtypes, const uint64_t *keys, const uint64_t *ts,
+                     int32_t n_x, int64_t count, int64_t start, double *sums) {
+    float bb[BLK], dd[BLK], m[BLK];
+    double a1[MAXIN][8], a2[MAXIN][8];
+    if (n_x < 1 || n_x > MAXIN) return;
+    memset(a1, 0, sizeof a1);
+    memset(a2, 0, sizeof a2);
+    for (int64_t s = 0; s < count; s += BLK) {
+        int n = (int)(count - s < BLK ? count - s : BLK);
+        load(base, base_dtype, s, n, bb);
+        for (int i = 0; i < n_x; i++) {
+            load(xs[i], x_dtypes[i], s, n, dd);
+            for (int j = 0; j < n; j++) dd[j] = fabsf(dd[j] - bb[j]);
+            dare_mask(keys[i], start + s, n, ts[i], m);
+            for (int j = 0; j < n; j++) m[j] = dd[j] * m[j];
+            dare_acc(dd, m, n, a1[i], a2[i]);
+        }
+    }
+    for (int i = 0; i < n_x; i++) {
+        double s1 = 0.0, s2 = 0.0;
+        for (int l = 0; l < 8; l++) {
+            s1 += a1[i][l];
+            s2 += a2[i][l];
+        }
+        sums[2 * i] += s1;
+        sums[2 * i + 1] += s2;
+    }
 }
