@@ -653,7 +653,7 @@ int64_t gta_nth_equal(const float *vals, const void *idx, int32_t idx32, int64_t
 
 /* Adds |d| and |d| * keep of one block to the 8 lanes of an input's double sums (lane l
  * takes elements l, l + 8, ...), the conversion to double exact and each lane's additions in
- * element order: gta_dare_sums' sums, to the bit. */
+ * element order (the order of the one-input pass this replaced, to the bit). */
 static inline void dare_acc(const float *dd, const float *m, int n, double *p1, double *p2) {
     int j = 0;
 #ifdef __AVX2__
@@ -682,10 +682,11 @@ static inline void dare_acc(const float *dd, const float *m, int n, double *p1, 
     }
 }
 
-/* gta_dare_sums of n_x inputs over one base in one read of it: for input i,
+/* DARE's rescale sums of n_x inputs over one piece, in one read of the base: for input i,
  * sums[2i] += sum |d_i| and sums[2i + 1] += sum |d_i| * keep_i (keep_i drawn with keys[i],
- * ts[i]), each in gta_dare_sums' order (8 interleaved partial sums in double, lane j % 8 of
- * the piece, added in lane order at the end), so the sums are gta_dare_sums' to the bit. */
+ * ts[i]), each in double in 8 interleaved partial sums (lane j % 8 of the piece, each lane's
+ * additions in element order) added in lane order at the end: per input, the sums of the
+ * one-input pass this replaced, to the bit. */
 void gta_dare_sums_n(const void *base, int32_t base_dtype, const void *const *xs,
                      const int32_t *x_dtypes, const uint64_t *keys, const uint64_t *ts,
                      int32_t n_x, int64_t count, int64_t start, double *sums) {
