@@ -159,36 +159,60 @@ def score_model(model: LoadedModel, evs: dict[str, Any]) -> dict[str, Any]:
 # ---- report -----------------------------------------------------------------------------------
 
 
-def row(name: str, rec: dict[str, Any], base: dict[str, Any], ft: dict[str, Any]) -> list[str]:
-    tasks = ["sentiment", "analogy"]
-    hits = {t: rec[t]["hits"] for t in tasks}
-    acc = {t: sum(hits[t]) / len(hits[t]) for t in tasks}
-    gen = sum(acc.values()) / 2
+TASKS = ["sentiment", "analogy"]
+
+
+def point(rec: dict[str, Any]) -> tuple[float, float]:
+    """(speciality, generality): held-out token probability exp(-sum NLL / tokens) and the mean
+    of the two tasks' accuracies."""
     nll = math.fsum(x for x, _ in rec["speeches"]) / sum(n for _, n in rec["speeches"])
-    cells = [name, f"{math.exp(-nll):.4f}", f"{gen:.3f}", f"{acc['sentiment']:.3f}"]
-    cells.append(f"{acc['analogy']:.3f}")
-    for ref in (base, ft):
-        if ref is rec:
-            cells += ["", "", ""]
-            continue
-        d, hw = paired_generality({t: ref[t]["hits"] for t in tasks}, hits, tasks)
-        ps = []
-        for t in tasks:
-            n01 = sum(1 for x, y in zip(ref[t]["hits"], hits[t], strict=True) if x > y)
-            n10 = sum(1 for x, y in zip(ref[t]["hits"], hits[t], strict=True) if x < y)
-            ps.append(f"{mcnemar_p(n01, n10):.2g}")
-        dl = [
-            (mean_se([y - x for x, y in zip(ref[t]["loss"], rec[t]["loss"], strict=True)]))
-            for t in tasks
-        ]
-        cells.append(f"{d:+.3f} +- {hw:.3f}")
-        cells.append(" / ".join(ps))
-        cells.append(" / ".join(f"{m:+.3f}+-{Z95 * se:.3f}" for m, se in dl))
+    acc = [sum(rec[t]["hits"]) / len(rec[t]["hits"]) for t in TASKS]
+    return math.exp(-nll), sum(acc) / len(acc)
+
+
+def best_merge_at(recs: dict[str, Any], spec: float) -> str | None:
+    """The scored WiSE-FT merge (alpha > 0) with the best generality among those at least as
+    special as `spec` (the scan's upper envelope, as tradeoff.wise_generality_at); None when
+    every merge is less special."""
+    cands = [n for n in recs if n.startswith("alpha=") and n != "alpha=0"]
+    cands = [n for n in cands if point(recs[n])[0] >= spec - 1e-12]
+    return max(cands, key=lambda n: point(recs[n])[1], default=None)
+
+
+def versus(ref: dict[str, Any], rec: dict[str, Any]) -> tuple[str, str, str]:
+    """Paired generality difference (rec - ref) with its 95% half-width, the per-task exact
+    McNemar p, and the per-task paired choice-loss difference with its 95% half-width."""
+    hits = {t: rec[t]["hits"] for t in TASKS}
+    d, hw = paired_generality({t: ref[t]["hits"] for t in TASKS}, hits, TASKS)
+    ps, dl = [], []
+    for t in TASKS:
+        pairs = list(zip(ref[t]["hits"], hits[t], strict=True))
+        ps.append(f"{mcnemar_p(sum(x > y for x, y in pairs), sum(x < y for x, y in pairs)):.2g}")
+        m, se = mean_se([y - x for x, y in zip(ref[t]["loss"], rec[t]["loss"], strict=True)])
+        dl.append(f"{m:+.3f}+-{Z95 * se:.3f}")
+    return f"{d:+.3f} +- {hw:.3f}", " / ".join(ps), " / ".join(dl)
+
+
+def row(name: str, recs: dict[str, Any]) -> list[str]:
+    rec, base, ft = recs[name], recs["alpha=0"], recs["alpha=1"]
+    spec, gen = point(rec)
+    acc = [sum(rec[t]["hits"]) / len(rec[t]["hits"]) for t in TASKS]
+    cells = [LABELS.get(name, name), f"{spec:.4f}", f"{gen:.3f}", *(f"{a:.3f}" for a in acc)]
+    cells += list(versus(base, rec)) if rec is not base else ["", "", ""]
+    cells += list(versus(ft, rec)[:2]) if rec is not ft else ["", ""]
+    merge = best_merge_at(recs, spec)
+    if name.startswith("alpha="):
+        cells.append("")
+    else:
+        cells.append(
+            f"{versus(recs[merge], rec)[0]} ({merge})" if merge else "beyond every merge scored"
+        )
     ds, lo, hi = bootstrap_nll(base["speeches"], rec["speeches"])
     cells.append("" if rec is base else f"{-ds:+.3f} [{-hi:+.3f}, {-lo:+.3f}]")
     return cells
 
 
+LABELS = {"alpha=0": "pretrained (alpha=0)", "alpha=1": "fine-tune (alpha=1)"}
 HEAD = [
     "model",
     "speciality",
@@ -197,12 +221,50 @@ HEAD = [
     "analogy",
     "gen. vs pretrained (paired 95%)",
     "McNemar p vs pre (sent. / anal.)",
-    "choice-loss vs pre (sent. / anal.)",
+    "choice loss vs pre (sent. / anal.)",
     "gen. vs fine-tune (paired 95%)",
     "McNemar p vs FT",
-    "choice-loss vs FT",
+    "gen. vs best merge at >= speciality",
     "log-prob/token vs pre [95%]",
 ]
+
+
+def pareto(path: Path, order: list[str], recs: dict[str, Any], title: str) -> None:
+    """Speciality vs generality (tradeoff.plot): the merges as WiSE-FT's path, each mitigation
+    between the pretrained model and the fine-tune."""
+    from tradeoff import PlotText, curves_of, plot
+
+    def as_row(name: str) -> dict[str, Any]:
+        spec, gen = point(recs[name])
+        if name.startswith("alpha="):
+            return {
+                "method": "wise-ft",
+                "strength": float(name[6:]),
+                "speciality": spec,
+                "generality": gen,
+            }
+        method, w = name.split("-", 1)
+        return {"method": method, "strength": float(w), "speciality": spec, "generality": gen}
+
+    wise = [as_row(n) for n in order if n.startswith("alpha=")]
+    rows = [as_row(n) for n in order if not n.startswith("alpha=")]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    labels = {
+        "wise-ft": "WiSE-FT (alpha)",
+        "l2": "L2 to theta0",
+        "kd": "distillation (KD)",
+        "lora": "LoRA (rank)",
+    }
+    text = PlotText(
+        labels=labels,
+        xlabel="speciality: held-out speech token probability exp(-NLL)",
+        ylabel="generality: mean accuracy (RT sentiment, word analogies)",
+        start="SmolLM2-135M-Instruct (GGUF)",
+        end="fine-tuned on speeches, no mitigation",
+        alpha_prefix=True,
+        notes=["paired per-question comparisons: see the table"],
+    )
+    plot(path, curves_of(wise, rows, methods), title, text)
 
 
 def forest(path: Path, order: list[str], recs: dict[str, Any], s: Settings) -> None:
@@ -213,7 +275,7 @@ def forest(path: Path, order: list[str], recs: dict[str, Any], s: Settings) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = ["sentiment", "analogy"]
+    tasks = TASKS
     names = list(reversed(order))
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(names) + 1.6), sharey=True)
     for ax, ref_name, title in (
@@ -233,8 +295,7 @@ def forest(path: Path, order: list[str], recs: dict[str, Any], s: Settings) -> N
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("generality difference (paired 95%)")
         ax.grid(axis="x", alpha=0.3)
-    labels = {"alpha=0": "pretrained (alpha=0)", "alpha=1": "fine-tune (alpha=1)"}
-    axes[0].set_yticks(range(len(names)), [labels.get(n, n) for n in names])
+    axes[0].set_yticks(range(len(names)), [LABELS.get(n, n) for n in names])
     fig.suptitle(
         f"SmolLM2-135M-Instruct on speeches: per-question paired differences\n"
         f"({s.n_sentiment} RT reviews + {s.n_analogy} analogies; blue: WiSE-FT merges, orange: "
@@ -254,6 +315,9 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=64, help="held-out speech chunks")
     ap.add_argument("--alphas", default="0.2,0.4,0.6,0.8", help="WiSE-FT merges to score")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--report-only", action="store_true", help="table and plots of the models already scored"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run = args.run
@@ -284,23 +348,31 @@ def main() -> None:
         ),
     }
     tag = f"s{s.n_sentiment}-a{s.n_analogy}-h{s.heldout_chunks}"
-    pre_sd = state(run / "pretrained")
-    ft_sd = state(run / "none")
+    states: dict[str, dict[str, torch.Tensor]] = {}  # the endpoints, read at the first merge
     mids = [float(a) for a in args.alphas.split(",") if a]
     # the endpoints first, then the merges, then the mitigations: a run cut short still
     # answers the first question (does the fine-tune lose generality?)
     names = ["alpha=0", "alpha=1", *(f"alpha={a:g}" for a in mids)]
-    names += [m for m in MITIGATIONS if (run / m / "model.safetensors").exists()]
+    names += [m for m in MITIGATIONS if (run / m / "finetune.json").exists()]
     recs: dict[str, Any] = {}
     t0 = time.perf_counter()
+    title = (
+        f"SmolLM2-135M-Instruct fine-tuned on convention speeches ({s.train_chunks} chunks, "
+        f"{opts['epochs']} epoch, lr {opts['lr']:g}):\nmitigations vs WiSE-FT, "
+        f"{s.n_sentiment} + {s.n_analogy} questions"
+    )
     for name in names:
         cache = out / f"{name}.{tag}.json"
         if cache.exists():
             recs[name] = json.loads(cache.read_text())
+        elif args.report_only:
+            continue
         else:
             ts = time.perf_counter()
             if name.startswith("alpha="):
-                set_lerp(model, pre_sd, ft_sd, float(name[6:]))
+                for end in ("pretrained", "none"):
+                    states.setdefault(end, state(run / end))
+                set_lerp(model, states["pretrained"], states["none"], float(name[6:]))
                 live = model
             else:
                 live = load_model(SPEC, run / name)
@@ -308,22 +380,18 @@ def main() -> None:
             cache.write_text(json.dumps(recs[name]))
             print(f"== {name}: {time.perf_counter() - ts:.0f} s", flush=True)
         if "alpha=1" in recs:
-            report(out, tag, recs, about, s, time.perf_counter() - t0)
+            report(out, tag, recs, about, s, title, time.perf_counter() - t0)
 
 
 def report(
-    out: Path, tag: str, recs: dict[str, Any], about: str, s: Settings, seconds: float
+    out: Path, tag: str, recs: dict[str, Any], about: str, s: Settings, title: str, seconds: float
 ) -> None:
     """table.TAG.md and results.TAG.json of the models scored so far."""
-    base, ft = recs["alpha=0"], recs["alpha=1"]
     alphas = sorted(float(n[6:]) for n in recs if n.startswith("alpha="))
     order = [f"alpha={a:g}" for a in alphas] + [n for n in recs if not n.startswith("alpha=")]
     lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     for name in order:
-        label = {"alpha=0": "pretrained (alpha=0)", "alpha=1": "fine-tune (alpha=1)"}.get(
-            name, name
-        )
-        lines.append("| " + " | ".join(row(label, recs[name], base, ft)) + " |")
+        lines.append("| " + " | ".join(row(name, recs)) + " |")
     table = "\n".join(lines)
     settings = (
         f"{about}; generality: {s.n_sentiment} RT reviews (<= {s.review_chars} chars, balanced), "
@@ -331,6 +399,7 @@ def report(
     )
     (out / f"table.{tag}.md").write_text(table + "\n")
     forest(out / f"paired.{tag}.png", order, recs, s)
+    pareto(out / f"front.{tag}.png", order, recs, title)
     (out / f"results.{tag}.json").write_text(
         json.dumps({"settings": settings, "models": order, "seconds": seconds})
     )

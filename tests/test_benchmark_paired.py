@@ -14,7 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from llm_paired import Z95, bootstrap_nll, hits_and_losses, mcnemar_p, mean_se, paired_generality
+from llm_paired import (
+    Z95,
+    best_merge_at,
+    bootstrap_nll,
+    hits_and_losses,
+    mcnemar_p,
+    mean_se,
+    paired_generality,
+    point,
+)
 
 
 def test_mcnemar_exact_values() -> None:
@@ -92,3 +101,25 @@ def test_hits_and_losses() -> None:
     s2 = torch.tensor([-3.0, -1.0, -4.0], dtype=torch.float64)
     assert losses[0] == pytest.approx(-float(s1.log_softmax(0)[1]), rel=1e-15)
     assert losses[1] == pytest.approx(-float(s2.log_softmax(0)[0]), rel=1e-15)
+
+
+def rec(spec_nll: float, sent: list[int], anal: list[int]) -> dict:
+    return {
+        "speeches": [(spec_nll * 10, 10)],
+        "sentiment": {"hits": sent, "loss": [0.0] * len(sent)},
+        "analogy": {"hits": anal, "loss": [0.0] * len(anal)},
+    }
+
+
+def test_point_and_the_merge_a_mitigation_is_paired_with() -> None:
+    recs = {
+        "alpha=0": rec(3.5, [1, 1, 0, 0], [1, 1]),
+        "alpha=0.5": rec(3.1, [1, 1, 1, 0], [1, 1]),
+        "alpha=1": rec(3.2, [1, 0, 0, 0], [0, 1]),
+    }
+    spec, gen = point(recs["alpha=0.5"])
+    assert spec == pytest.approx(math.exp(-3.1)) and gen == pytest.approx((0.75 + 1.0) / 2)
+    # the best-generality merge at least as special (never the pretrained model)
+    assert best_merge_at(recs, math.exp(-3.3)) == "alpha=0.5"
+    assert best_merge_at(recs, math.exp(-3.15)) == "alpha=0.5"
+    assert best_merge_at(recs, math.exp(-3.0)) is None
