@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llm_forgetting import SPEC, Settings, analogy_task, domain_data, sentiment_task
+from llm_forgetting import METHOD_LABELS, SPEC, Settings, analogy_task, domain_data, sentiment_task
 
 from mergekit_sg.evals.registry import build_evaluator
 from mergekit_sg.io.checkpoint import open_checkpoint
@@ -249,14 +249,8 @@ def pareto(path: Path, order: list[str], recs: dict[str, Any], title: str) -> No
     wise = [as_row(n) for n in order if n.startswith("alpha=")]
     rows = [as_row(n) for n in order if not n.startswith("alpha=")]
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    labels = {
-        "wise-ft": "WiSE-FT (alpha)",
-        "l2": "L2 to theta0",
-        "kd": "distillation (KD)",
-        "lora": "LoRA (rank)",
-    }
     text = PlotText(
-        labels=labels,
+        labels=METHOD_LABELS,
         xlabel="speciality: held-out speech token probability exp(-NLL)",
         ylabel="generality: mean accuracy (RT sentiment, word analogies)",
         start="SmolLM2-135M-Instruct (GGUF)",
