@@ -10,6 +10,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -684,6 +685,7 @@ def test_dare_sums_of_several_inputs_are_the_defined_sums(start: int) -> None:
     keys, ts = [11, 2**40 + 5, 2**63 + 7], [ta.dare_threshold(d) for d in (0.3, 0.5, 0.9)]
     code = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
     sums = np.zeros(6, np.float64)
+    bits, bit_ptrs = _bit_buffers(3, start, 5003)
     native.lib().gta_dare_sums_n(
         xs[0].data_ptr(),
         code[xs[0].dtype],
@@ -695,7 +697,59 @@ def test_dare_sums_of_several_inputs_are_the_defined_sums(start: int) -> None:
         5003,
         start,
         sums.ctypes.data,
+        bit_ptrs,
     )
     for i in range(3):
         want = _dare_sums_reference(xs[0], xs[i + 1], start, keys[i], ts[i])
         assert (sums[2 * i], sums[2 * i + 1]) == want
+        assert (_unpacked(bits[i], start, 5003) == _keep_bytes(start, 5003, keys[i], ts[i])).all()
+
+
+def _bit_buffers(k: int, start: int, n: int) -> tuple[list[np.ndarray], Any]:
+    """k bit buffers for flat elements start .. start + n (filled with 0xA5, so that a bit
+    left unwritten shows) and their pointers shifted so that bit g is element g's."""
+    import ctypes
+
+    bits = [np.full((start % 8 + n + 7) // 8, 0xA5, np.uint8) for _ in range(k)]
+    return bits, (ctypes.c_void_p * k)(*[b.ctypes.data - (start >> 3) for b in bits])
+
+
+def _unpacked(bits: np.ndarray, start: int, n: int) -> np.ndarray:
+    return np.unpackbits(bits, bitorder="little")[start % 8 : start % 8 + n]
+
+
+def _keep_bytes(start: int, n: int, key: int, t: int) -> np.ndarray:
+    keep = np.empty(n, np.uint8)
+    native.lib().gta_dare_mask(start, n, key, t, keep.ctypes.data)
+    return keep
+
+
+@needs_native
+@pytest.mark.parametrize("start", [0, 2**32 - 300])
+def test_dare_keep_bits_from_pieces_are_the_drawn_mask(start: int) -> None:
+    """The keep bits written piece by piece (pieces that start and end off a byte) are the
+    mask gta_dare_mask draws; a call without bits writes none."""
+    import ctypes
+
+    xs = _inputs(3001, 2, torch.bfloat16, 40, seed=4)
+    keys, ts = [7, 2**40 + 9], [ta.dare_threshold(d) for d in (0.4, 0.7)]
+    bits, bit_ptrs = _bit_buffers(2, start, 3001)
+    for lo, hi, ptrs in ((0, 1001, None), (0, 1001, bit_ptrs), (1001, 1003, bit_ptrs),
+                         (1003, 3001, bit_ptrs)):  # fmt: skip
+        native.lib().gta_dare_sums_n(
+            xs[0][lo:].data_ptr(),
+            native.DT_BF16,
+            (ctypes.c_void_p * 2)(*[x[lo:].data_ptr() for x in xs[1:]]),
+            (ctypes.c_int32 * 2)(native.DT_BF16, native.DT_BF16),
+            (ctypes.c_uint64 * 2)(*keys),
+            (ctypes.c_uint64 * 2)(*ts),
+            2,
+            hi - lo,
+            start + lo,
+            np.zeros(4, np.float64).ctypes.data,
+            ptrs,
+        )
+        if ptrs is None:
+            assert all((b == 0xA5).all() for b in bits)
+    for i in range(2):
+        assert (_unpacked(bits[i], start, 3001) == _keep_bytes(start, 3001, keys[i], ts[i])).all()

@@ -147,9 +147,11 @@ class _InputStats:
         drop_top: TopSet | None,
         scale: float,
         keep: torch.Tensor | None = None,
+        bits: np.ndarray | None = None,
     ) -> None:
         self.keep_top, self.drop_top, self.scale = keep_top, drop_top, scale
         self.keep = keep  # DARE's keep mask of the whole tensor, drawn once in the stats step
+        self.bits = bits  # the same mask as bits (LSB first), from the native statistics pass
 
 
 class TaskArithmeticFamily(Method):
@@ -335,7 +337,8 @@ class TaskArithmeticFamily(Method):
             sizes = {i: self._sizes(p.per_input[i], n) for i in xs}
             tops_of = _scan_tops(lib, whole(0), xs, n, sizes, arena)  # type: ignore[arg-type]
         dare: dict[int, np.ndarray] = {}
-        if not mag and rescale and act:  # DARE: l1 and kept sums, per input
+        bits = {i: np.empty((n + 7) // 8, np.uint8) for i in act} if not mag and rescale else {}
+        if not mag and rescale and act:  # DARE: l1 and kept sums and the keep bits, per input
             groups = [
                 [i for i in act if whole(i) is not None],
                 [i for i in act if whole(i) is None],
@@ -348,11 +351,12 @@ class TaskArithmeticFamily(Method):
                 ts = (ctypes.c_uint64 * len(g))(
                     *[dare_threshold(p.per_input[i].density) for i in g]  # type: ignore[union-attr]
                 )
+                bp = (ctypes.c_void_p * len(g))(*[bits[i].ctypes.data for i in g])
                 for s, c, ptrs, _keep in pieces(g):
                     xp = (ctypes.c_void_p * len(g))(*[q[0] for q in ptrs[1:]])
                     xc = (ctypes.c_int32 * len(g))(*[q[1] for q in ptrs[1:]])
                     lib.gta_dare_sums_n(
-                        ptrs[0][0], ptrs[0][1], xp, xc, keys, ts, len(g), c, s, sums.ctypes.data
+                        ptrs[0][0], ptrs[0][1], xp, xc, keys, ts, len(g), c, s, sums.ctypes.data, bp
                     )
                 for k, i in enumerate(g):
                     dare[i] = sums[2 * k : 2 * k + 2]
@@ -396,7 +400,7 @@ class TaskArithmeticFamily(Method):
                 l1, kept = float(dare[i][0]), float(dare[i][1])
             if rescale and l1 >= 1e-7 and kept >= 1e-7:
                 scale = l1 / kept
-            out[i] = _InputStats(keep_top, drop_top, scale)
+            out[i] = _InputStats(keep_top, drop_top, scale, bits=bits.get(i))
         return out
 
     def _mask_f(
@@ -539,6 +543,8 @@ class TaskArithmeticFamily(Method):
                 g.mode = native.M_DARE
                 g.dare_key = dare_key(ctx.seed, ctx.name, k)
                 g.dare_t = dare_threshold(q.density)  # type: ignore[union-attr]
+                if st.bits is not None:
+                    g.bits = st.bits.ctypes.data
             else:
                 g.mode = native.M_TOP if st.drop_top is None else native.M_OUTLIERS
                 g.keep_kind, g.keep_v, g.keep_cut = _kind(st.keep_top, ctx.numel)

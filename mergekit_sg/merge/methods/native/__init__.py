@@ -66,6 +66,7 @@ class GtaInput(ctypes.Structure):
         ("weight", ctypes.c_float),
         ("has_scale", ctypes.c_int32),
         ("has_weight", ctypes.c_int32),
+        ("bits", ctypes.c_void_p),
     ]
 
 
@@ -151,7 +152,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.gta_nth_equal.argtypes = [p, p, i32, i64, f32, i64]
     lib.gta_bracket.argtypes = [p, i64, f32, f32, p, p, i64, p]
     lib.gta_dare_sums_n.restype = None
-    lib.gta_dare_sums_n.argtypes = [p, i32, p, p, p, p, i32, i64, i64, p]
+    lib.gta_dare_sums_n.argtypes = [p, i32, p, p, p, p, i32, i64, i64, p, p]
     lib.gta_dare_mask.restype = None
     lib.gta_dare_mask.argtypes = [i64, i64, u64, u64, p]
     lib.gta_kth.restype = i32

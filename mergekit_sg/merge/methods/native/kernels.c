@@ -47,6 +47,7 @@ typedef struct {
     uint64_t dare_t;
     float scale, weight;
     int32_t has_scale, has_weight;
+    const uint8_t *bits; /* DARE: the keep mask of the whole tensor as bits, or NULL: hash */
 } gta_input;
 
 static inline void load(const void *p, int dt, int64_t off, int n, float *dst) {
@@ -106,6 +107,53 @@ static inline void dare_mask(uint64_t key, int64_t g0, int n, uint64_t t, float 
             uint64_t g = (uint64_t)(g0 + j);
             m[j] = (dare_draw(key, (uint32_t)g, (uint32_t)(g >> 32)) >> 8) < t ? 1.0f : 0.0f;
         }
+    }
+}
+
+/* m[j] = 1.0f / 0.0f: bit g0 + j of bits (LSB first): a keep mask drawn once by
+ * gta_dare_sums_n and read back here instead of hashing again. */
+static inline void bits_mask(const uint8_t *bits, int64_t g0, int n, float *m) {
+    int j = 0;
+    if ((g0 & 7) == 0) {
+        const uint8_t *b = bits + (g0 >> 3);
+#ifdef __AVX2__
+        const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        const __m256 one = _mm256_set1_ps(1.0f);
+        for (; j + 8 <= n; j += 8) {
+            __m256i v = _mm256_and_si256(_mm256_set1_epi32(b[j >> 3]), sel);
+            __m256 k = _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, sel));
+            _mm256_storeu_ps(m + j, _mm256_and_ps(k, one));
+        }
+#endif
+    }
+    for (; j < n; j++) {
+        int64_t g = g0 + j;
+        m[j] = (bits[g >> 3] >> (g & 7)) & 1u ? 1.0f : 0.0f;
+    }
+}
+
+/* Bits start .. start + n - 1 of out (LSB first) set to m[j] != 0, the others untouched:
+ * whole bytes at once from where start + j is a multiple of 8. */
+static inline void pack_bits(const float *m, int64_t start, int n, uint8_t *out) {
+    int j = 0;
+    for (; j < n && ((start + j) & 7); j++) {
+        int64_t g = start + j;
+        out[g >> 3] = (uint8_t)((out[g >> 3] & ~(1u << (g & 7))) | ((m[j] != 0.0f) << (g & 7)));
+    }
+    uint8_t *o = out + ((start + j) >> 3);
+#ifdef __AVX2__
+    for (; j + 8 <= n; j += 8, o++)
+        *o = (uint8_t)_mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_loadu_ps(m + j), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+#endif
+    for (; j + 8 <= n; j += 8, o++) {
+        unsigned b = 0;
+        for (int l = 0; l < 8; l++) b |= (unsigned)(m[j + l] != 0.0f) << l;
+        *o = (uint8_t)b;
+    }
+    for (; j < n; j++) {
+        int64_t g = start + j;
+        out[g >> 3] = (uint8_t)((out[g >> 3] & ~(1u << (g & 7))) | ((m[j] != 0.0f) << (g & 7)));
     }
 }
 
@@ -192,7 +240,12 @@ int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int3
                     for (int j = 0; j < n; j++) di[j] = di[j] * q->weight;
                 continue;
             }
-            if (q->mode == M_DARE) dare_mask(q->dare_key, g0, n, q->dare_t, m);
+            if (q->mode == M_DARE) {
+                if (q->bits)
+                    bits_mask(q->bits, g0, n, m);
+                else
+                    dare_mask(q->dare_key, g0, n, q->dare_t, m);
+            }
             input_block(q, bb, di, m, n, g0);
         }
         if (elect) {
@@ -686,10 +739,12 @@ static inline void dare_acc(const float *dd, const float *m, int n, double *p1, 
  * sums[2i] += sum |d_i| and sums[2i + 1] += sum |d_i| * keep_i (keep_i drawn with keys[i],
  * ts[i]), each in double in 8 interleaved partial sums (lane j % 8 of the piece, each lane's
  * additions in element order) added in lane order at the end: per input, the sums of the
- * one-input pass this replaced, to the bit. */
+ * one-input pass this replaced, to the bit. With bits (not NULL), input i's keep mask goes
+ * to bits[i] too, bit start + j, so that gta_combine reads it instead of drawing it again. */
 void gta_dare_sums_n(const void *base, int32_t base_dtype, const void *const *xs,
                      const int32_t *x_dtypes, const uint64_t *keys, const uint64_t *ts,
-                     int32_t n_x, int64_t count, int64_t start, double *sums) {
+                     int32_t n_x, int64_t count, int64_t start, double *sums,
+                     uint8_t *const *bits) {
     float bb[BLK], dd[BLK], m[BLK];
     double a1[MAXIN][8], a2[MAXIN][8];
     if (n_x < 1 || n_x > MAXIN) return;
@@ -702,6 +757,7 @@ void gta_dare_sums_n(const void *base, int32_t base_dtype, const void *const *xs
             load(xs[i], x_dtypes[i], s, n, dd);
             for (int j = 0; j < n; j++) dd[j] = fabsf(dd[j] - bb[j]);
             dare_mask(keys[i], start + s, n, ts[i], m);
+            if (bits) pack_bits(m, start + s, n, bits[i]);
             for (int j = 0; j < n; j++) m[j] = dd[j] * m[j];
             dare_acc(dd, m, n, a1[i], a2[i]);
         }
