@@ -673,7 +673,7 @@ def _dare_sums_reference(
 
 
 @needs_native
-@pytest.mark.parametrize("start", [0, 2**32 - 300])
+@pytest.mark.parametrize("start", [0, 2**32 - 300, 2**32 - 1000])
 def test_dare_sums_of_several_inputs_are_the_defined_sums(start: int) -> None:
     """gta_dare_sums_n over a base and three inputs (bfloat16 and float32 mixed, a length
     not a multiple of 8, flat indices across 2^32) gives each input's sums bit for bit."""
@@ -725,7 +725,7 @@ def _keep_bytes(start: int, n: int, key: int, t: int) -> np.ndarray:
 
 
 @needs_native
-@pytest.mark.parametrize("start", [0, 2**32 - 300])
+@pytest.mark.parametrize("start", [0, 2**32 - 300, 2**32 - 1000])
 def test_dare_keep_bits_from_pieces_are_the_drawn_mask(start: int) -> None:
     """The keep bits written piece by piece (pieces that start and end off a byte) are the
     mask gta_dare_mask draws; a call without bits writes none."""

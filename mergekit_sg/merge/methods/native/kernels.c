@@ -735,6 +735,62 @@ static inline void dare_acc(const float *dd, const float *m, int n, double *p1, 
     }
 }
 
+#ifdef __AVX2__
+static inline __m256i lowbias32_8(__m256i x) {
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x7FEB352Du));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846CA68Bu));
+    return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+}
+
+/* One input's block of gta_dare_sums_n in one loop, 8 elements a step: |x - base|, the draw,
+ * the product by the 0/1 keep, the double sums (lanes as dare_acc), the bits. The same
+ * operations per element as the separate passes, so the same sums and bits. Returns 0 (the
+ * caller takes the separate passes) unless x is bfloat16, g0 a multiple of 8, n of 8, the
+ * block within one 2^32 range of g and t < 2^24 (a threshold that can drop). */
+static inline int dare_sums_fused(const float *bb, const void *x, int dt, int64_t off, int n,
+                                  int64_t g0, uint64_t key, uint64_t t, double *p1, double *p2,
+                                  uint8_t *bits) {
+    uint32_t hi0 = (uint32_t)((uint64_t)g0 >> 32);
+    if (dt != DT_BF16 || (g0 & 7) || (n & 7) || t > 0xFFFFFFu ||
+        hi0 != (uint32_t)((uint64_t)(g0 + n - 1) >> 32))
+        return 0;
+    const uint16_t *h = (const uint16_t *)x + off;
+    const __m256i klo = _mm256_set1_epi32((int)(uint32_t)key);
+    const __m256i khi = _mm256_set1_epi32((int)((uint32_t)(key >> 32) ^ (hi0 * 0x9E3779B9u)));
+    const __m256i tt = _mm256_set1_epi32((int)(uint32_t)t), step = _mm256_set1_epi32(8);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256i g = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)g0),
+                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256d s1a = _mm256_loadu_pd(p1), s1b = _mm256_loadu_pd(p1 + 4);
+    __m256d s2a = _mm256_loadu_pd(p2), s2b = _mm256_loadu_pd(p2 + 4);
+    uint8_t *o = bits ? bits + (g0 >> 3) : NULL;
+    for (int j = 0; j < n; j += 8) {
+        __m256i u = _mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + j))), 16);
+        __m256 d = _mm256_and_ps(_mm256_sub_ps(_mm256_castsi256_ps(u), _mm256_loadu_ps(bb + j)),
+                                 absm);
+        __m256i r = lowbias32_8(_mm256_xor_si256(lowbias32_8(_mm256_xor_si256(g, klo)), khi));
+        /* draw >> 8 < t: both below 2^24, so the signed compare is the unsigned one */
+        __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(tt, _mm256_srli_epi32(r, 8)));
+        __m256 k = _mm256_mul_ps(d, _mm256_and_ps(keep, one));
+        if (o) *o++ = (uint8_t)_mm256_movemask_ps(keep);
+        s1a = _mm256_add_pd(s1a, _mm256_cvtps_pd(_mm256_castps256_ps128(d)));
+        s1b = _mm256_add_pd(s1b, _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1)));
+        s2a = _mm256_add_pd(s2a, _mm256_cvtps_pd(_mm256_castps256_ps128(k)));
+        s2b = _mm256_add_pd(s2b, _mm256_cvtps_pd(_mm256_extractf128_ps(k, 1)));
+        g = _mm256_add_epi32(g, step);
+    }
+    _mm256_storeu_pd(p1, s1a);
+    _mm256_storeu_pd(p1 + 4, s1b);
+    _mm256_storeu_pd(p2, s2a);
+    _mm256_storeu_pd(p2 + 4, s2b);
+    return 1;
+}
+#endif
+
 /* DARE's rescale sums of n_x inputs over one piece, in one read of the base: for input i,
  * sums[2i] += sum |d_i| and sums[2i + 1] += sum |d_i| * keep_i (keep_i drawn with keys[i],
  * ts[i]), each in double in 8 interleaved partial sums (lane j % 8 of the piece, each lane's
@@ -754,6 +810,11 @@ void gta_dare_sums_n(const void *base, int32_t base_dtype, const void *const *xs
         int n = (int)(count - s < BLK ? count - s : BLK);
         load(base, base_dtype, s, n, bb);
         for (int i = 0; i < n_x; i++) {
+#ifdef __AVX2__
+            if (dare_sums_fused(bb, xs[i], x_dtypes[i], s, n, start + s, keys[i], ts[i],
+                                a1[i], a2[i], bits ? bits[i] : NULL))
+                continue;
+#endif
             load(xs[i], x_dtypes[i], s, n, dd);
             for (int j = 0; j < n; j++) dd[j] = fabsf(dd[j] - bb[j]);
             dare_mask(keys[i], start + s, n, ts[i], m);
