@@ -753,3 +753,29 @@ def test_dare_keep_bits_from_pieces_are_the_drawn_mask(start: int) -> None:
             assert all((b == 0xA5).all() for b in bits)
     for i in range(2):
         assert (_unpacked(bits[i], start, 3001) == _keep_bytes(start, 3001, keys[i], ts[i])).all()
+
+
+@needs_native
+def test_dare_keep_bits_are_capped_and_give_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past BITS_BUDGET an input's statistics keep no bits and the chunk kernel draws the mask
+    again: the same bytes whether every, some or no input keeps its bits, and the budget is
+    whole again once the statistics are freed."""
+    import gc
+
+    xs = _inputs(70001, 3, torch.bfloat16, 40, seed=5)
+    per = [{"weight": 1.0, "density": d} for d in (0.3, 0.5, 0.8)]
+    nbytes = (70001 + 7) // 8
+    outs, kept = [], []
+    for budget in (1 << 30, 2 * nbytes, 0):
+        monkeypatch.setattr(ta, "BITS_BUDGET", budget)
+        *_, st = _stats("dare_ties", xs, {}, per)
+        kept.append(sum(s.bits is not None for s in st.values()))
+        outs.append(_merge("dare_ties", xs, {}, per, 97, stats=st))
+        del st
+        gc.collect()
+        assert ta._bits_held == 0
+    assert kept == [3, 2, 0]
+    for o in outs[1:]:
+        assert torch.equal(o.view(torch.int16), outs[0].view(torch.int16))

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ctypes
 import math
+import threading
+import weakref
 from collections.abc import Hashable
 from dataclasses import replace
 from functools import partial
@@ -136,6 +138,38 @@ def dare_keep(ctx: ChunkCtx, slot: int, start: int, count: int, density: float) 
     h = _lowbias32((g & _M32) ^ (key & _M32))
     h = _lowbias32(h ^ (key >> 32) ^ (((g >> 32) * 0x9E3779B9) & _M32))
     return (h >> 8) < t
+
+
+# DARE's keep masks are drawn once, in the statistics pass, and kept as bits (numel / 8 bytes
+# per input) for the chunk kernel, which then reads them instead of drawing them again (a
+# third of its work). The statistics run tensors ahead of the merge, so the bits held at once
+# are capped here; past the cap the chunk kernel draws the mask again (the same bits).
+BITS_BUDGET = 64 << 20
+_bits_lock = threading.Lock()
+_bits_held = 0
+
+
+def _release_bits(nbytes: int) -> None:
+    global _bits_held
+    with _bits_lock:
+        _bits_held -= nbytes
+
+
+def _keep_bits(nbytes: int) -> np.ndarray | None:
+    """A buffer for one input's keep bits if the budget has room, else None; its bytes count
+    against BITS_BUDGET until it is freed."""
+    global _bits_held
+    with _bits_lock:
+        if _bits_held + nbytes > BITS_BUDGET:
+            return None
+        _bits_held += nbytes
+    arr = np.empty(nbytes, np.uint8)
+    weakref.finalize(arr, _release_bits, nbytes)
+    return arr
+
+
+def _address(arr: np.ndarray | None) -> int | None:
+    return None if arr is None else arr.ctypes.data
 
 
 class _InputStats:
@@ -337,7 +371,7 @@ class TaskArithmeticFamily(Method):
             sizes = {i: self._sizes(p.per_input[i], n) for i in xs}
             tops_of = _scan_tops(lib, whole(0), xs, n, sizes, arena)  # type: ignore[arg-type]
         dare: dict[int, np.ndarray] = {}
-        bits = {i: np.empty((n + 7) // 8, np.uint8) for i in act} if not mag and rescale else {}
+        bits = {i: _keep_bits((n + 7) // 8) for i in act} if not mag and rescale else {}
         if not mag and rescale and act:  # DARE: l1 and kept sums and the keep bits, per input
             groups = [
                 [i for i in act if whole(i) is not None],
@@ -351,7 +385,7 @@ class TaskArithmeticFamily(Method):
                 ts = (ctypes.c_uint64 * len(g))(
                     *[dare_threshold(p.per_input[i].density) for i in g]  # type: ignore[union-attr]
                 )
-                bp = (ctypes.c_void_p * len(g))(*[bits[i].ctypes.data for i in g])
+                bp = (ctypes.c_void_p * len(g))(*[_address(bits[i]) for i in g])
                 for s, c, ptrs, _keep in pieces(g):
                     xp = (ctypes.c_void_p * len(g))(*[q[0] for q in ptrs[1:]])
                     xc = (ctypes.c_int32 * len(g))(*[q[1] for q in ptrs[1:]])

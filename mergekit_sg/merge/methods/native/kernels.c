@@ -796,7 +796,8 @@ static inline int dare_sums_fused(const float *bb, const void *x, int dt, int64_
  * ts[i]), each in double in 8 interleaved partial sums (lane j % 8 of the piece, each lane's
  * additions in element order) added in lane order at the end: per input, the sums of the
  * one-input pass this replaced, to the bit. With bits (not NULL), input i's keep mask goes
- * to bits[i] too, bit start + j, so that gta_combine reads it instead of drawing it again. */
+ * to bits[i] (where not NULL) too, bit start + j, so that gta_combine reads it instead of
+ * drawing it again. */
 void gta_dare_sums_n(const void *base, int32_t base_dtype, const void *const *xs,
                      const int32_t *x_dtypes, const uint64_t *keys, const uint64_t *ts,
                      int32_t n_x, int64_t count, int64_t start, double *sums,
@@ -818,7 +819,7 @@ void gta_dare_sums_n(const void *base, int32_t base_dtype, const void *const *xs
             load(xs[i], x_dtypes[i], s, n, dd);
             for (int j = 0; j < n; j++) dd[j] = fabsf(dd[j] - bb[j]);
             dare_mask(keys[i], start + s, n, ts[i], m);
-            if (bits) pack_bits(m, start + s, n, bits[i]);
+            if (bits && bits[i]) pack_bits(m, start + s, n, bits[i]);
             for (int j = 0; j < n; j++) m[j] = dd[j] * m[j];
             dare_acc(dd, m, n, a1[i], a2[i]);
         }
