@@ -142,8 +142,9 @@ def dare_keep(ctx: ChunkCtx, slot: int, start: int, count: int, density: float) 
 
 # DARE's keep masks are drawn once, in the statistics pass, and kept as bits (numel / 8 bytes
 # per input) for the chunk kernel, which then reads them instead of drawing them again (a
-# quarter to a third of its work, measured). The statistics run tensors ahead of the merge, so the bits held at once
-# are capped here; past the cap the chunk kernel draws the mask again (the same bits).
+# quarter to a third of its work, measured). The statistics run tensors ahead of the merge,
+# so the bits held at once are capped here; past the cap the chunk kernel draws the mask
+# again (the same bits).
 BITS_BUDGET = 64 << 20
 _bits_lock = threading.Lock()
 _bits_held = 0
