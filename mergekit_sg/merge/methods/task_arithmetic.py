@@ -372,8 +372,9 @@ class TaskArithmeticFamily(Method):
             sizes = {i: self._sizes(p.per_input[i], n) for i in xs}
             tops_of = _scan_tops(lib, whole(0), xs, n, sizes, arena)  # type: ignore[arg-type]
         dare: dict[int, np.ndarray] = {}
-        bits = {i: _keep_bits((n + 7) // 8) for i in act} if not mag and rescale else {}
+        bits: dict[int, np.ndarray | None] = {}
         if not mag and rescale and act:  # DARE: l1 and kept sums and the keep bits, per input
+            bits = {i: _keep_bits((n + 7) // 8) for i in act}
             groups = [
                 [i for i in act if whole(i) is not None],
                 [i for i in act if whole(i) is None],
@@ -578,8 +579,7 @@ class TaskArithmeticFamily(Method):
                 g.mode = native.M_DARE
                 g.dare_key = dare_key(ctx.seed, ctx.name, k)
                 g.dare_t = dare_threshold(q.density)  # type: ignore[union-attr]
-                if st.bits is not None:
-                    g.bits = st.bits.ctypes.data
+                g.bits = _address(st.bits)  # None: the kernel draws the mask itself
             else:
                 g.mode = native.M_TOP if st.drop_top is None else native.M_OUTLIERS
                 g.keep_kind, g.keep_v, g.keep_cut = _kind(st.keep_top, ctx.numel)
