@@ -779,3 +779,87 @@ def test_dare_keep_bits_are_capped_and_give_the_same_bytes(
     assert kept == [3, 2, 0]
     for o in outs[1:]:
         assert torch.equal(o.view(torch.int16), outs[0].view(torch.int16))
+
+
+def _combine_both_paths(
+    xs: list[torch.Tensor], ins: list[dict[str, Any]], elect: bool, normalize: int,
+    lambdas: list[float | None], out_dtype: torch.dtype, start: int,
+) -> list[tuple[list[bytes], int]]:  # fmt: skip
+    """gta_combine's outputs and nonfinite bits with block8 switched on and off."""
+    import ctypes
+
+    lib = native.lib()
+    switch = ctypes.c_int.in_dll(lib, "gta_block8")
+    n, k = xs[0].numel(), len(ins)
+    arr = (native.GtaInput * k)()
+    for q, x, spec in zip(arr, xs[1:], ins, strict=True):
+        q.x, q.dtype = x.data_ptr(), native.DT_BF16 if x.dtype == torch.bfloat16 else 0
+        for field, value in spec.items():
+            setattr(q, field, value)
+    odt = native.DT_BF16 if out_dtype == torch.bfloat16 else native.DT_F32
+    res = []
+    for on in (1, 0):
+        outs = [torch.full((n,), 7.0, dtype=out_dtype) for _ in lambdas]
+        bad = ctypes.c_uint64()
+        switch.value = on
+        try:
+            rc = lib.gta_combine(
+                xs[0].data_ptr(), native.DT_BF16, arr, k, int(elect), int(normalize > 0),
+                int(normalize == 2), 0.25, 1.5, len(lambdas),
+                (ctypes.c_int32 * len(lambdas))(*[v is not None for v in lambdas]),
+                (ctypes.c_float * len(lambdas))(*[v or 0.0 for v in lambdas]),
+                start, n, (ctypes.c_void_p * len(lambdas))(*[o.data_ptr() for o in outs]),
+                odt, ctypes.byref(bad),
+            )  # fmt: skip
+        finally:
+            switch.value = 1
+        assert rc == 0
+        res.append(([o.view(torch.uint8).numpy().tobytes() for o in outs], bad.value))
+    return res
+
+
+@needs_native
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    kind=st.sampled_from(["plain", "top", "dare", "mixed", "all-none"]),
+    k=st.integers(1, 5),
+    n=st.sampled_from([8, 512, 1000, 1537, 4096]),
+    start=st.sampled_from([0, 8, 3, 4096, 2**32 - 512]),
+    elect=st.booleans(),
+    normalize=st.sampled_from([0, 1, 2]),
+    lambdas=st.sampled_from([[None], [0.5], [1.0, None, -0.3]]),
+    out_dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+    special=st.booleans(),
+    seed=st.integers(0, 2**20),
+)
+def test_block8_gives_the_bytes_of_the_block_loops(
+    kind, k, n, start, elect, normalize, lambdas, out_dtype, special, seed
+) -> None:
+    """gta_combine's AVX2 block8 path (bfloat16, up to 4 inputs of one kind, 8 elements in
+    registers) writes the bytes and reports the nonfinite inputs of its block loops: magnitude
+    thresholds with ties at the value on both sides of the cut, DARE keep bits, signed zeros,
+    NaN and inf, weights absent and present, normalize with and without the floor, several
+    lambdas, and the cases it hands back to the loops (5 inputs, mixed kinds, ends off 8)."""
+    g = torch.Generator().manual_seed(seed)
+    xs = [(torch.randint(-3, 4, (n,), generator=g) * 0.25).bfloat16() for _ in range(k + 1)]
+    if special:
+        for x, v in zip(xs, (float("nan"), float("inf"), -0.0, float("-inf"), -0.0), strict=False):
+            x[int(torch.randint(0, n, (1,), generator=g))] = v
+    # bit g of input i is bit g % 8 of byte g >> 3 from a pointer shifted by start >> 3
+    bits = [np.random.default_rng(seed + i).integers(0, 256, n // 8 + 2, np.uint8)
+            for i in range(k)]  # fmt: skip
+    ins = []
+    for i in range(k):
+        spec: dict[str, Any] = {"weight": 0.5 + i, "has_weight": i % 2, "scale": 1.25,
+                                "has_scale": int(i > 0)}  # fmt: skip
+        c = kind if kind != "mixed" else ("top", "dare", "plain")[i % 3]
+        if c == "top":
+            spec |= {"mode": native.M_TOP, "keep_kind": native.K_THRESH, "keep_v": 0.5,
+                     "keep_cut": start + n // 3}  # fmt: skip
+        elif c == "dare":
+            spec |= {"mode": native.M_DARE, "bits": bits[i].ctypes.data - (start >> 3)}
+        elif c == "all-none":
+            spec |= {"mode": native.M_TOP, "keep_kind": (native.K_ALL, native.K_NONE)[i % 2]}
+        ins.append(spec)
+    on, off = _combine_both_paths(xs, ins, elect, normalize, lambdas, out_dtype, start)
+    assert on == off

@@ -6,7 +6,10 @@
  * no fast-math, no FMA contraction (-ffp-contract=off). Within a 512-element block, each
  * input is one fused loop (difference, mask, scale, weight), the election one loop per input,
  * each output one loop: the per-element order of operations is the formula's, only the loops
- * are fused (per element nothing is reordered, so fusing changes no bit). Inputs are float32
+ * are fused (per element nothing is reordered, so fusing changes no bit). With AVX2, bfloat16
+ * inputs of one kind (plain, magnitude threshold, DARE with its keep bits), at most 4 of them,
+ * take block8 instead: every input, the election and the outputs of 8 elements in registers,
+ * the same operations per element again (the block loops store and reload each step). Inputs are float32
  * or bfloat16, the output float32 or bfloat16 (bfloat16 rounded to nearest even, NaN to 0xFFFF, as torch's
  * vectorised copy does). Built at first use by mergekit_sg.merge.methods.native; the torch
  * code is the fallback wherever no C compiler is found.
@@ -208,6 +211,175 @@ static inline void input_block(const gta_input *q, const float *bb, float *d, co
     }
 }
 
+/* 0: gta_combine takes the block loops only (the tests compare the two paths with it) */
+int gta_block8 = 1;
+
+#ifdef __AVX2__
+#define FMAX 4 /* inputs block8 holds in registers */
+
+static inline __m256 load8_bf16(const void *p, int64_t off) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + off))),
+        16));
+}
+
+/* store()'s conversion, 8 at a time: round to nearest even, NaN to 0xFFFF. */
+static inline void store8(void *p, int dt, int64_t off, __m256 a) {
+    if (dt == DT_F32) {
+        _mm256_storeu_ps((float *)p + off, a);
+        return;
+    }
+    __m256i u = _mm256_castps_si256(a);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)),
+                                                   odd), 16);
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0xFFFF), nan);
+    __m128i h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    _mm_storeu_si128((__m128i *)((uint16_t *)p + off), h);
+}
+
+/* The input classes combine_block8 is compiled for, each with all inputs of one class. */
+enum { F_PLAIN = 0, F_TOP = 1, F_DARE = 2, F_NONE = -1 };
+
+static int fused_class(const gta_input *q) {
+    if (q->dtype != DT_BF16) return F_NONE;
+    if (q->mode == M_NONE || (q->mode == M_TOP && q->keep_kind == K_ALL)) return F_PLAIN;
+    if (q->mode == M_TOP && q->keep_kind == K_THRESH) return F_TOP;
+    if (q->mode == M_DARE && q->bits) return F_DARE;
+    return F_NONE;
+}
+
+/* Which combine_block8 gta_combine's blocks take: 0 (the block loops) unless the base and all
+ * inputs are bfloat16, at most FMAX, all of one class (no breadcrumbs, DARE only where its keep
+ * bits are there to read); else 1 + the class + 3 * (n_in - 1). */
+static int fused_kind(int32_t base_dtype, const gta_input *ins, int32_t n_in) {
+    if (base_dtype != DT_BF16 || n_in < 1 || n_in > FMAX) return 0;
+    const int c = fused_class(ins);
+    for (int i = 0; i < n_in; i++)
+        if (fused_class(ins + i) != c || c == F_NONE) return 0;
+    return 1 + c + 3 * (n_in - 1);
+}
+
+/* One block of gta_combine (n and g0 multiples of 8), 8 elements a step with every input, the
+ * election and the outputs in registers: per element the same float32 operations in the same
+ * order as the block loops (input_block, the election, the outputs), so the same bytes. N
+ * inputs of class C, both constants where it is inlined, so that the loops unroll. Returns the
+ * nonfinite bits (bit 0 the base, bit i + 1 input i) of the block. */
+static inline __attribute__((always_inline)) uint64_t
+block8(const int N, const int C, const void *base, const gta_input *ins, int32_t elect,
+       int32_t normalize, int32_t floor_min_w, float min_w, float const_div, int32_t n_out,
+       const int32_t *has_lambda, const float *lambda, int64_t s, int n, int64_t g0,
+       void *const *outs, int32_t out_dtype) {
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256 sc[FMAX], w[FMAX], wr[FMAX], kv[FMAX], bad[FMAX + 1];
+    __m256i ck[FMAX];
+    const uint16_t *xp[FMAX];
+    const uint8_t *bp[FMAX];
+    for (int i = 0; i < N; i++) {
+        const gta_input *q = ins + i;
+        sc[i] = _mm256_set1_ps(q->has_scale ? q->scale : 1.0f);
+        w[i] = _mm256_set1_ps(q->has_weight ? q->weight : 1.0f);
+        wr[i] = _mm256_set1_ps(q->weight); /* the election's divisor takes the field as is */
+        kv[i] = _mm256_set1_ps(q->keep_v);
+        int64_t c = q->keep_cut - g0;
+        ck[i] = _mm256_set1_epi32(c <= 0 ? 0 : (c >= n ? n : (int)c));
+        xp[i] = (const uint16_t *)q->x + s;
+        bp[i] = C == F_DARE ? q->bits + (g0 >> 3) : NULL;
+    }
+    for (int i = 0; i <= N; i++) bad[i] = zero;
+    const uint16_t *bq = (const uint16_t *)base + s;
+    for (int j = 0; j < n; j += 8) {
+        const __m256 bb = load8_bf16(bq, j);
+        bad[0] = _mm256_or_ps(bad[0], _mm256_cmp_ps(_mm256_sub_ps(bb, bb), zero, _CMP_NEQ_UQ));
+        __m256 d[FMAX];
+        for (int i = 0; i < N; i++) {
+            __m256 x = load8_bf16(xp[i], j);
+            bad[i + 1] =
+                _mm256_or_ps(bad[i + 1], _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_NEQ_UQ));
+            x = _mm256_sub_ps(x, bb);
+            if (C == F_TOP) { /* |d| > v, or |d| == v before the cut */
+                __m256 a = _mm256_and_ps(x, absm);
+                __m256 before = _mm256_castsi256_ps(
+                    _mm256_cmpgt_epi32(ck[i], _mm256_add_epi32(lane, _mm256_set1_epi32(j))));
+                __m256 m = _mm256_or_ps(_mm256_cmp_ps(a, kv[i], _CMP_GT_OQ),
+                                        _mm256_and_ps(before, _mm256_cmp_ps(a, kv[i], _CMP_EQ_OQ)));
+                x = _mm256_mul_ps(x, _mm256_and_ps(m, one));
+            } else if (C == F_DARE) {
+                __m256i b = _mm256_and_si256(_mm256_set1_epi32(bp[i][j >> 3]), sel);
+                x = _mm256_mul_ps(x, _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(b, sel)),
+                                                   one));
+            }
+            d[i] = _mm256_mul_ps(_mm256_mul_ps(x, sc[i]), w[i]);
+        }
+        __m256 mixed = N > 1 ? _mm256_add_ps(d[0], d[1]) : d[0];
+        for (int i = 2; i < N; i++) mixed = _mm256_add_ps(mixed, d[i]);
+        if (elect) { /* mixed holds the sum: its sign is the majority's */
+            const __m256 maj = _mm256_sub_ps(
+                _mm256_mul_ps(_mm256_and_ps(_mm256_cmp_ps(mixed, zero, _CMP_GE_OQ), one),
+                              _mm256_set1_ps(2.0f)),
+                one);
+            __m256 v = _mm256_and_ps(_mm256_cmp_ps(_mm256_mul_ps(d[0], maj), zero, _CMP_GT_OQ),
+                                     one);
+            mixed = _mm256_add_ps(zero, _mm256_mul_ps(d[0], v));
+            __m256 div = _mm256_mul_ps(v, wr[0]);
+            for (int i = 1; i < N; i++) {
+                v = _mm256_and_ps(_mm256_cmp_ps(_mm256_mul_ps(d[i], maj), zero, _CMP_GT_OQ),
+                                  one);
+                mixed = _mm256_add_ps(mixed, _mm256_mul_ps(d[i], v));
+                div = _mm256_add_ps(div, _mm256_mul_ps(v, wr[i]));
+            }
+            if (normalize) {
+                if (floor_min_w) {
+                    const __m256 mw = _mm256_set1_ps(min_w);
+                    div = _mm256_blendv_ps(div, mw, _mm256_cmp_ps(div, mw, _CMP_LT_OQ));
+                } else {
+                    div = _mm256_add_ps(
+                        div, _mm256_and_ps(_mm256_cmp_ps(div, zero, _CMP_EQ_OQ), one));
+                }
+                mixed = _mm256_div_ps(mixed, div);
+            }
+        } else if (normalize) {
+            mixed = _mm256_div_ps(mixed, _mm256_set1_ps(const_div));
+        }
+        for (int k = 0; k < n_out; k++) {
+            __m256 a = has_lambda[k] ? _mm256_mul_ps(mixed, _mm256_set1_ps(lambda[k])) : mixed;
+            store8(outs[k], out_dtype, s + j, _mm256_add_ps(a, bb));
+        }
+    }
+    uint64_t seen = 0;
+    for (int i = 0; i <= N; i++)
+        if (_mm256_movemask_ps(bad[i])) seen |= (uint64_t)1 << i;
+    return seen;
+}
+
+#define BLOCK8_ARGS                                                                             \
+    base, ins, elect, normalize, floor_min_w, min_w, const_div, n_out, has_lambda, lambda, s, n, \
+        g0, outs, out_dtype
+#define BLOCK8_CASES(N)                                                                         \
+    case 1 + F_PLAIN + 3 * (N - 1): return block8(N, F_PLAIN, BLOCK8_ARGS);                     \
+    case 1 + F_TOP + 3 * (N - 1): return block8(N, F_TOP, BLOCK8_ARGS);                         \
+    case 1 + F_DARE + 3 * (N - 1): return block8(N, F_DARE, BLOCK8_ARGS);
+
+/* block8 for the kind fused_kind chose. */
+static uint64_t combine_block8(int kind, const void *base, const gta_input *ins, int32_t elect,
+                               int32_t normalize, int32_t floor_min_w, float min_w,
+                               float const_div, int32_t n_out, const int32_t *has_lambda,
+                               const float *lambda, int64_t s, int n, int64_t g0,
+                               void *const *outs, int32_t out_dtype) {
+    switch (kind) {
+        BLOCK8_CASES(1)
+        BLOCK8_CASES(2)
+        BLOCK8_CASES(3)
+        BLOCK8_CASES(4)
+    }
+    return 0;
+}
+#endif
+
 int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int32_t n_in,
                 int32_t elect, int32_t normalize, int32_t floor_min_w, float min_w,
                 float const_div, int32_t n_out, const int32_t *has_lambda, const float *lambda,
@@ -217,9 +389,20 @@ int gta_combine(const void *base, int32_t base_dtype, const gta_input *ins, int3
     uint64_t seen = 0; /* bit 0: the base holds NaN or inf, bit i + 1: input i */
     float bb[BLK], d[MAXIN][BLK], a[BLK], m[BLK], m2[BLK];
     float mixed[BLK], div[BLK], maj[BLK];
+#ifdef __AVX2__
+    const int fused = gta_block8 ? fused_kind(base_dtype, ins, n_in) : 0;
+#endif
     for (int64_t s = 0; s < count; s += BLK) {
         int n = (int)(count - s < BLK ? count - s : BLK);
         int64_t g0 = start + s;
+#ifdef __AVX2__
+        if (fused && !(n & 7) && !(g0 & 7)) {
+            seen |= combine_block8(fused, base, ins, elect, normalize, floor_min_w, min_w,
+                                   const_div, n_out, has_lambda, lambda, s, n, g0, outs,
+                                   out_dtype);
+            continue;
+        }
+#endif
         load(base, base_dtype, s, n, bb);
         if (!(seen & 1u) && nonfinite(bb, n)) seen |= 1u;
         for (int i = 0; i < n_in; i++) {
