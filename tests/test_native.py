@@ -781,6 +781,10 @@ def test_dare_keep_bits_are_capped_and_give_the_same_bytes(
         assert torch.equal(o.view(torch.int16), outs[0].view(torch.int16))
 
 
+def _dt(x: torch.Tensor) -> int:
+    return native.DT_BF16 if x.dtype == torch.bfloat16 else native.DT_F32
+
+
 def _combine_both_paths(
     xs: list[torch.Tensor], ins: list[dict[str, Any]], elect: bool, normalize: int,
     lambdas: list[float | None], out_dtype: torch.dtype, start: int,
@@ -793,7 +797,7 @@ def _combine_both_paths(
     n, k = xs[0].numel(), len(ins)
     arr = (native.GtaInput * k)()
     for q, x, spec in zip(arr, xs[1:], ins, strict=True):
-        q.x, q.dtype = x.data_ptr(), native.DT_BF16 if x.dtype == torch.bfloat16 else 0
+        q.x, q.dtype = x.data_ptr(), _dt(x)
         for field, value in spec.items():
             setattr(q, field, value)
     odt = native.DT_BF16 if out_dtype == torch.bfloat16 else native.DT_F32
@@ -804,7 +808,7 @@ def _combine_both_paths(
         switch.value = on
         try:
             rc = lib.gta_combine(
-                xs[0].data_ptr(), native.DT_BF16, arr, k, int(elect), int(normalize > 0),
+                xs[0].data_ptr(), _dt(xs[0]), arr, k, int(elect), int(normalize > 0),
                 int(normalize == 2), 0.25, 1.5, len(lambdas),
                 (ctypes.c_int32 * len(lambdas))(*[v is not None for v in lambdas]),
                 (ctypes.c_float * len(lambdas))(*[v or 0.0 for v in lambdas]),
@@ -831,17 +835,24 @@ def _combine_both_paths(
     out_dtype=st.sampled_from([torch.bfloat16, torch.float32]),
     special=st.booleans(),
     seed=st.integers(0, 2**20),
+    dtype=st.sampled_from([torch.bfloat16, torch.float32, "mixed"]),
 )
 def test_block8_gives_the_bytes_of_the_block_loops(
-    kind, k, n, start, elect, normalize, lambdas, out_dtype, special, seed
+    kind, k, n, start, elect, normalize, lambdas, out_dtype, special, seed, dtype
 ) -> None:
-    """gta_combine's AVX2 block8 path (bfloat16, up to 4 inputs of one kind, 8 elements in
-    registers) writes the bytes and reports the nonfinite inputs of its block loops: magnitude
-    thresholds with ties at the value on both sides of the cut, DARE keep bits, signed zeros,
-    NaN and inf, weights absent and present, normalize with and without the floor, several
-    lambdas, and the cases it hands back to the loops (5 inputs, mixed kinds, ends off 8)."""
+    """gta_combine's AVX2 block8 path (up to 4 inputs of one kind and the base's dtype, 8
+    elements in registers) writes the bytes and reports the nonfinite inputs of its block loops:
+    bfloat16 and float32, magnitude thresholds with ties at the value on both sides of the cut,
+    DARE keep bits, signed zeros, NaN and inf, weights absent and present, normalize with and
+    without the floor, several lambdas, and the cases it hands back to the loops (5 inputs,
+    mixed kinds or dtypes, ends off 8)."""
     g = torch.Generator().manual_seed(seed)
-    xs = [(torch.randint(-3, 4, (n,), generator=g) * 0.25).bfloat16() for _ in range(k + 1)]
+    xs = [
+        (torch.randint(-3, 4, (n,), generator=g) * 0.25).to(
+            dtype if dtype != "mixed" else (torch.bfloat16, torch.float32)[i % 2]
+        )
+        for i in range(k + 1)
+    ]
     if special:
         for x, v in zip(xs, (float("nan"), float("inf"), -0.0, float("-inf"), -0.0), strict=False):
             x[int(torch.randint(0, n, (1,), generator=g))] = v

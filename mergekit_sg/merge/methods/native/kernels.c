@@ -6,13 +6,14 @@
  * no fast-math, no FMA contraction (-ffp-contract=off). Within a 512-element block, each
  * input is one fused loop (difference, mask, scale, weight), the election one loop per input,
  * each output one loop: the per-element order of operations is the formula's, only the loops
- * are fused (per element nothing is reordered, so fusing changes no bit). With AVX2, bfloat16
- * inputs of one kind (plain, magnitude threshold, DARE with its keep bits), at most 4 of them,
- * take block8 instead: every input, the election and the outputs of 8 elements in registers,
- * the same operations per element again (the block loops store and reload each step). Inputs are float32
- * or bfloat16, the output float32 or bfloat16 (bfloat16 rounded to nearest even, NaN to 0xFFFF, as torch's
- * vectorised copy does). Built at first use by mergekit_sg.merge.methods.native; the torch
- * code is the fallback wherever no C compiler is found.
+ * are fused (per element nothing is reordered, so fusing changes no bit). With AVX2, up to 4
+ * inputs of one dtype (the base's) and one kind (plain, magnitude threshold, DARE with its
+ * keep bits) take block8 instead: every input, the election and the outputs of 8 elements in
+ * registers, the same operations per element again (the block loops store and reload each
+ * step). Inputs are float32 or bfloat16, the output float32 or bfloat16 (bfloat16 rounded to
+ * nearest even, NaN to 0xFFFF, as torch's vectorised copy does). Built at first use by
+ * mergekit_sg.merge.methods.native; the torch code is the fallback wherever no C compiler is
+ * found.
  *
  * Per input i (slot 1..N-1, slot 0 the base), at global flat index g:
  *   d_i = x_i - base
@@ -217,7 +218,9 @@ int gta_block8 = 1;
 #ifdef __AVX2__
 #define FMAX 4 /* inputs block8 holds in registers */
 
-static inline __m256 load8_bf16(const void *p, int64_t off) {
+/* Elements off .. off + 7 of p (float32 or bfloat16, dt a constant where it is inlined). */
+static inline __m256 load8_dt(const void *p, const int dt, int64_t off) {
+    if (dt == DT_F32) return _mm256_loadu_ps((const float *)p + off);
     return _mm256_castsi256_ps(_mm256_slli_epi32(
         _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + off))),
         16));
@@ -242,8 +245,8 @@ static inline void store8(void *p, int dt, int64_t off, __m256 a) {
 /* The input classes combine_block8 is compiled for, each with all inputs of one class. */
 enum { F_PLAIN = 0, F_TOP = 1, F_DARE = 2, F_NONE = -1 };
 
-static int fused_class(const gta_input *q) {
-    if (q->dtype != DT_BF16) return F_NONE;
+static int fused_class(const gta_input *q, int32_t dtype) {
+    if (q->dtype != dtype) return F_NONE;
     if (q->mode == M_NONE || (q->mode == M_TOP && q->keep_kind == K_ALL)) return F_PLAIN;
     if (q->mode == M_TOP && q->keep_kind == K_THRESH) return F_TOP;
     if (q->mode == M_DARE && q->bits) return F_DARE;
@@ -251,33 +254,34 @@ static int fused_class(const gta_input *q) {
 }
 
 /* Which combine_block8 gta_combine's blocks take: 0 (the block loops) unless the base and all
- * inputs are bfloat16, at most FMAX, all of one class (no breadcrumbs, DARE only where its keep
- * bits are there to read); else 1 + the class + 3 * (n_in - 1). */
+ * inputs are of one dtype (bfloat16 or float32), at most FMAX, all of one class (no
+ * breadcrumbs, DARE only where its keep bits are there to read); else 1 + the class +
+ * 3 * (n_in - 1) + 12 for float32. */
 static int fused_kind(int32_t base_dtype, const gta_input *ins, int32_t n_in) {
-    if (base_dtype != DT_BF16 || n_in < 1 || n_in > FMAX) return 0;
-    const int c = fused_class(ins);
+    if ((base_dtype != DT_BF16 && base_dtype != DT_F32) || n_in < 1 || n_in > FMAX) return 0;
+    const int c = fused_class(ins, base_dtype);
     for (int i = 0; i < n_in; i++)
-        if (fused_class(ins + i) != c || c == F_NONE) return 0;
-    return 1 + c + 3 * (n_in - 1);
+        if (fused_class(ins + i, base_dtype) != c || c == F_NONE) return 0;
+    return 1 + c + 3 * (n_in - 1) + (base_dtype == DT_F32 ? 12 : 0);
 }
 
 /* One block of gta_combine (n and g0 multiples of 8), 8 elements a step with every input, the
  * election and the outputs in registers: per element the same float32 operations in the same
  * order as the block loops (input_block, the election, the outputs), so the same bytes. N
- * inputs of class C, both constants where it is inlined, so that the loops unroll. Returns the
- * nonfinite bits (bit 0 the base, bit i + 1 input i) of the block. */
+ * inputs of class C and dtype DT (the base's too), constants where it is inlined, so that the
+ * loops unroll. Returns the nonfinite bits (bit 0 the base, bit i + 1 input i) of the block. */
 static inline __attribute__((always_inline)) uint64_t
-block8(const int N, const int C, const void *base, const gta_input *ins, int32_t elect,
-       int32_t normalize, int32_t floor_min_w, float min_w, float const_div, int32_t n_out,
-       const int32_t *has_lambda, const float *lambda, int64_t s, int n, int64_t g0,
-       void *const *outs, int32_t out_dtype) {
+block8(const int N, const int C, const int DT, const void *base, const gta_input *ins,
+       int32_t elect, int32_t normalize, int32_t floor_min_w, float min_w, float const_div,
+       int32_t n_out, const int32_t *has_lambda, const float *lambda, int64_t s, int n,
+       int64_t g0, void *const *outs, int32_t out_dtype) {
     const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256 sc[FMAX], w[FMAX], wr[FMAX], kv[FMAX], bad[FMAX + 1];
     __m256i ck[FMAX];
-    const uint16_t *xp[FMAX];
+    const void *xp[FMAX];
     const uint8_t *bp[FMAX];
     for (int i = 0; i < N; i++) {
         const gta_input *q = ins + i;
@@ -287,17 +291,17 @@ block8(const int N, const int C, const void *base, const gta_input *ins, int32_t
         kv[i] = _mm256_set1_ps(q->keep_v);
         int64_t c = q->keep_cut - g0;
         ck[i] = _mm256_set1_epi32(c <= 0 ? 0 : (c >= n ? n : (int)c));
-        xp[i] = (const uint16_t *)q->x + s;
+        xp[i] = (const char *)q->x + s * (DT == DT_F32 ? 4 : 2);
         bp[i] = C == F_DARE ? q->bits + (g0 >> 3) : NULL;
     }
     for (int i = 0; i <= N; i++) bad[i] = zero;
-    const uint16_t *bq = (const uint16_t *)base + s;
+    const void *bq = (const char *)base + s * (DT == DT_F32 ? 4 : 2);
     for (int j = 0; j < n; j += 8) {
-        const __m256 bb = load8_bf16(bq, j);
+        const __m256 bb = load8_dt(bq, DT, j);
         bad[0] = _mm256_or_ps(bad[0], _mm256_cmp_ps(_mm256_sub_ps(bb, bb), zero, _CMP_NEQ_UQ));
         __m256 d[FMAX];
         for (int i = 0; i < N; i++) {
-            __m256 x = load8_bf16(xp[i], j);
+            __m256 x = load8_dt(xp[i], DT, j);
             bad[i + 1] =
                 _mm256_or_ps(bad[i + 1], _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_NEQ_UQ));
             x = _mm256_sub_ps(x, bb);
@@ -359,10 +363,10 @@ block8(const int N, const int C, const void *base, const gta_input *ins, int32_t
 #define BLOCK8_ARGS                                                                             \
     base, ins, elect, normalize, floor_min_w, min_w, const_div, n_out, has_lambda, lambda, s, n, \
         g0, outs, out_dtype
-#define BLOCK8_CASES(N)                                                                         \
-    case 1 + F_PLAIN + 3 * (N - 1): return block8(N, F_PLAIN, BLOCK8_ARGS);                     \
-    case 1 + F_TOP + 3 * (N - 1): return block8(N, F_TOP, BLOCK8_ARGS);                         \
-    case 1 + F_DARE + 3 * (N - 1): return block8(N, F_DARE, BLOCK8_ARGS);
+#define BLOCK8_CASES(N, DT, K)                                                                  \
+    case 1 + F_PLAIN + 3 * (N - 1) + K: return block8(N, F_PLAIN, DT, BLOCK8_ARGS);             \
+    case 1 + F_TOP + 3 * (N - 1) + K: return block8(N, F_TOP, DT, BLOCK8_ARGS);                 \
+    case 1 + F_DARE + 3 * (N - 1) + K: return block8(N, F_DARE, DT, BLOCK8_ARGS);
 
 /* block8 for the kind fused_kind chose. */
 static uint64_t combine_block8(int kind, const void *base, const gta_input *ins, int32_t elect,
@@ -371,10 +375,14 @@ static uint64_t combine_block8(int kind, const void *base, const gta_input *ins,
                                const float *lambda, int64_t s, int n, int64_t g0,
                                void *const *outs, int32_t out_dtype) {
     switch (kind) {
-        BLOCK8_CASES(1)
-        BLOCK8_CASES(2)
-        BLOCK8_CASES(3)
-        BLOCK8_CASES(4)
+        BLOCK8_CASES(1, DT_BF16, 0)
+        BLOCK8_CASES(2, DT_BF16, 0)
+        BLOCK8_CASES(3, DT_BF16, 0)
+        BLOCK8_CASES(4, DT_BF16, 0)
+        BLOCK8_CASES(1, DT_F32, 12)
+        BLOCK8_CASES(2, DT_F32, 12)
+        BLOCK8_CASES(3, DT_F32, 12)
+        BLOCK8_CASES(4, DT_F32, 12)
     }
     return 0;
 }
@@ -930,16 +938,15 @@ static inline __m256i lowbias32_8(__m256i x) {
 /* One input's block of gta_dare_sums_n in one loop, 8 elements a step: |x - base|, the draw,
  * the product by the 0/1 keep, the double sums (lanes as dare_acc), the bits. The same
  * operations per element as the separate passes, so the same sums and bits. Returns 0 (the
- * caller takes the separate passes) unless x is bfloat16, g0 a multiple of 8, n of 8, the
- * block within one 2^32 range of g and t < 2^24 (a threshold that can drop). */
-static inline int dare_sums_fused(const float *bb, const void *x, int dt, int64_t off, int n,
-                                  int64_t g0, uint64_t key, uint64_t t, double *p1, double *p2,
-                                  uint8_t *bits) {
+ * caller takes the separate passes) unless g0 is a multiple of 8, n of 8, the block within
+ * one 2^32 range of g and t < 2^24 (a threshold that can drop). dt (x's, bfloat16 or
+ * float32) is a constant where it is inlined. */
+static inline __attribute__((always_inline)) int
+dare_sums_fused(const float *bb, const void *x, const int dt, int64_t off, int n, int64_t g0,
+                uint64_t key, uint64_t t, double *p1, double *p2, uint8_t *bits) {
     uint32_t hi0 = (uint32_t)((uint64_t)g0 >> 32);
-    if (dt != DT_BF16 || (g0 & 7) || (n & 7) || t > 0xFFFFFFu ||
-        hi0 != (uint32_t)((uint64_t)(g0 + n - 1) >> 32))
+    if ((g0 & 7) || (n & 7) || t > 0xFFFFFFu || hi0 != (uint32_t)((uint64_t)(g0 + n - 1) >> 32))
         return 0;
-    const uint16_t *h = (const uint16_t *)x + off;
     const __m256i klo = _mm256_set1_epi32((int)(uint32_t)key);
     const __m256i khi = _mm256_set1_epi32((int)((uint32_t)(key >> 32) ^ (hi0 * 0x9E3779B9u)));
     const __m256i tt = _mm256_set1_epi32((int)(uint32_t)t), step = _mm256_set1_epi32(8);
@@ -951,9 +958,7 @@ static inline int dare_sums_fused(const float *bb, const void *x, int dt, int64_
     __m256d s2a = _mm256_loadu_pd(p2), s2b = _mm256_loadu_pd(p2 + 4);
     uint8_t *o = bits ? bits + (g0 >> 3) : NULL;
     for (int j = 0; j < n; j += 8) {
-        __m256i u = _mm256_slli_epi32(
-            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + j))), 16);
-        __m256 d = _mm256_and_ps(_mm256_sub_ps(_mm256_castsi256_ps(u), _mm256_loadu_ps(bb + j)),
+        __m256 d = _mm256_and_ps(_mm256_sub_ps(load8_dt(x, dt, off + j), _mm256_loadu_ps(bb + j)),
                                  absm);
         __m256i r = lowbias32_8(_mm256_xor_si256(lowbias32_8(_mm256_xor_si256(g, klo)), khi));
         /* draw >> 8 < t: both below 2^24, so the signed compare is the unsigned one */
@@ -995,8 +1000,12 @@ void gta_dare_sums_n(const void *base, int32_t base_dtype, const void *const *xs
         load(base, base_dtype, s, n, bb);
         for (int i = 0; i < n_x; i++) {
 #ifdef __AVX2__
-            if (dare_sums_fused(bb, xs[i], x_dtypes[i], s, n, start + s, keys[i], ts[i],
-                                a1[i], a2[i], bits ? bits[i] : NULL))
+            uint8_t *bi = bits ? bits[i] : NULL;
+            if (x_dtypes[i] == DT_BF16
+                    ? dare_sums_fused(bb, xs[i], DT_BF16, s, n, start + s, keys[i], ts[i], a1[i],
+                                      a2[i], bi)
+                    : dare_sums_fused(bb, xs[i], DT_F32, s, n, start + s, keys[i], ts[i], a1[i],
+                                      a2[i], bi))
                 continue;
 #endif
             load(xs[i], x_dtypes[i], s, n, dd);
