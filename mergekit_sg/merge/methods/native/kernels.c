@@ -218,12 +218,12 @@ int gta_block8 = 1;
 #ifdef __AVX2__
 #define FMAX 4 /* inputs block8 holds in registers */
 
-/* Elements off .. off + 7 of p (float32 or bfloat16, dt a constant where it is inlined). */
-static inline __m256 load8_dt(const void *p, const int dt, int64_t off) {
-    if (dt == DT_F32) return _mm256_loadu_ps((const float *)p + off);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(
-        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + off))),
-        16));
+/* Elements off .. off + 7 of x in float32 (x float32 or bfloat16; dt a constant where it is
+ * inlined). */
+static inline __m256 load8(const void *x, const int dt, int64_t off) {
+    if (dt == DT_F32) return _mm256_loadu_ps((const float *)x + off);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)x + off));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
 /* store()'s conversion, 8 at a time: round to nearest even, NaN to 0xFFFF. */
@@ -297,11 +297,11 @@ block8(const int N, const int C, const int DT, const void *base, const gta_input
     for (int i = 0; i <= N; i++) bad[i] = zero;
     const void *bq = (const char *)base + s * (DT == DT_F32 ? 4 : 2);
     for (int j = 0; j < n; j += 8) {
-        const __m256 bb = load8_dt(bq, DT, j);
+        const __m256 bb = load8(bq, DT, j);
         bad[0] = _mm256_or_ps(bad[0], _mm256_cmp_ps(_mm256_sub_ps(bb, bb), zero, _CMP_NEQ_UQ));
         __m256 d[FMAX];
         for (int i = 0; i < N; i++) {
-            __m256 x = load8_dt(xp[i], DT, j);
+            __m256 x = load8(xp[i], DT, j);
             bad[i + 1] =
                 _mm256_or_ps(bad[i + 1], _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_NEQ_UQ));
             x = _mm256_sub_ps(x, bb);
@@ -704,12 +704,6 @@ __attribute__((constructor)) static void compress_init(void) {
     }
 }
 
-static inline __m256 load8(const void *x, int dt, int64_t off) {
-    if (dt == DT_F32) return _mm256_loadu_ps((const float *)x + off);
-    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)x + off));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
 /* The scan of elements [off, off + n) of one input (n a multiple of 8) against the converted
  * base block bb. Branch-free: the counts accumulate in vector lanes, and the candidates
  * (~2% of the elements, scattered) are stored by a compressing permute, 8 lanes at a time
@@ -958,7 +952,7 @@ dare_sums_fused(const float *bb, const void *x, const int dt, int64_t off, int n
     __m256d s2a = _mm256_loadu_pd(p2), s2b = _mm256_loadu_pd(p2 + 4);
     uint8_t *o = bits ? bits + (g0 >> 3) : NULL;
     for (int j = 0; j < n; j += 8) {
-        __m256 d = _mm256_and_ps(_mm256_sub_ps(load8_dt(x, dt, off + j), _mm256_loadu_ps(bb + j)),
+        __m256 d = _mm256_and_ps(_mm256_sub_ps(load8(x, dt, off + j), _mm256_loadu_ps(bb + j)),
                                  absm);
         __m256i r = lowbias32_8(_mm256_xor_si256(lowbias32_8(_mm256_xor_si256(g, klo)), khi));
         /* draw >> 8 < t: both below 2^24, so the signed compare is the unsigned one */
