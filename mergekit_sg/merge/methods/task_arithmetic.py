@@ -296,8 +296,8 @@ class TaskArithmeticFamily(Method):
         order); no |tau| buffer and no copy of the inputs. Otherwise, or where a bracket
         misses, |tau| is written into a float32 buffer of the tensor first (a buffer reused
         from tensor to tensor) and scanned, or partitioned (NaN, a missed bracket). DARE's
-        rescale sums are one pass with the draw, over all inputs at once; its masks are
-        drawn again per chunk (cheaper than holding them)."""
+        rescale sums are one pass with the draw, over all inputs at once; the drawn masks are
+        kept as bits for the chunk kernel while BITS_BUDGET has room, else drawn again."""
         out: dict[int, _InputStats] = {}
         n = ctx.numel
         act = self._active(p)
