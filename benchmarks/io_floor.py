@@ -2,11 +2,15 @@
 read every input file once, write K outputs' worth of bytes (the sizes of the fine-tuned
 files), and do the same durability work as `sgmerge` (fsync each file and the directory).
 
+`--huge` takes the buffers from 2 MB pages (private anonymous memory marked MADV_HUGEPAGE, as
+sgmerge's written buffers are, see mergekit_sg/io/pages.py); without it they are shared
+anonymous memory in small pages, like any tool's buffers.
+
 `--writeback plain` leaves the written pages to the kernel (what `cp` or `save_file` do);
 `--writeback behind` pushes each 64 MB window to the disk as soon as it is written, waits for
 the window before it and drops it from the page cache, as sgmerge's writer does.
 
-    python io_floor.py --out DIR [--k K] [--no-fsync] [--writeback plain|behind] \
+    python io_floor.py --out DIR [--k K] [--no-fsync] [--huge] [--writeback plain|behind] \
         --pre FILES... --ft FILES... [--extra FILES...]...
 """
 
@@ -45,6 +49,16 @@ class Behind:
         self.prev, self.start = (None if final else (self.start, end)), end
 
 
+def _buffer(huge: bool) -> memoryview:
+    """A page-aligned CHUNK-byte buffer; on 2 MB pages with `huge`."""
+    if not huge:
+        return memoryview(mmap.mmap(-1, CHUNK))
+    m = mmap.mmap(-1, CHUNK + (2 << 20), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    shift = (-ctypes.addressof(ctypes.c_char.from_buffer(m))) % (2 << 20)
+    m.madvise(mmap.MADV_HUGEPAGE, shift, CHUNK)
+    return memoryview(m)[shift : shift + CHUNK]
+
+
 def _pread(fd: int, buf: memoryview, offset: int) -> int:
     done = 0
     while done < len(buf):
@@ -69,13 +83,12 @@ def floor(
     fsync: bool,
     mode: str,
     extra: list[list[Path]] | None = None,
+    huge: bool = False,
 ) -> None:
     """Read pre[i] and ft[i] (and each extra[j][i]: more inputs of an N-model merge) once,
     chunk by chunk, writing ft[i]'s bytes to K output files."""
     out.mkdir(parents=True, exist_ok=True)
-    a, b = mmap.mmap(-1, CHUNK), mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT needs
-    va, vb = memoryview(a), memoryview(b)
-    vx = memoryview(mmap.mmap(-1, CHUNK))
+    va, vb, vx = _buffer(huge), _buffer(huge), _buffer(huge)  # page-aligned, as O_DIRECT needs
     extra = extra or []
     for i, (p, f) in enumerate(zip(pre, ft, strict=True)):
         fa, fb = os.open(p, os.O_RDONLY), os.open(f, os.O_RDONLY)
@@ -124,6 +137,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--k", type=int, default=1)
     ap.add_argument("--no-fsync", action="store_true")
+    ap.add_argument("--huge", action="store_true", help="buffers on 2 MB pages")
     ap.add_argument("--writeback", choices=["direct", "behind", "plain"], default="direct")
     ap.add_argument("--pre", type=Path, nargs="+", required=True)
     ap.add_argument("--ft", type=Path, nargs="+", required=True)
@@ -132,7 +146,16 @@ def main() -> None:
         help="the shards of one more input (repeatable), shaped like --ft's",
     )  # fmt: skip
     args = ap.parse_args()
-    floor(args.pre, args.ft, args.out, args.k, not args.no_fsync, args.writeback, args.extra)
+    floor(
+        args.pre,
+        args.ft,
+        args.out,
+        args.k,
+        not args.no_fsync,
+        args.writeback,
+        args.extra,
+        args.huge,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ process tree sampled by procmon.py); the inputs are read once before every run (
 warm). The floor (io_floor.py) reads every input of the method once and writes its output
 bytes with O_DIRECT and fsync; `floor-K` writes K outputs. `grid` is ties with 4 lambdas in
 one pass (OUT/lambda-V). mergekit runs with its best CPU options (see interpolate.py).
+`--huge-floor` also times the floors with their buffers on 2 MB pages (io_floor.py --huge),
+as sgmerge's written buffers are; `--baseline TREE` runs each method (and the grid) from
+another checkout too, alternated with ours.
 
     .venv/bin/python benchmarks/merge_methods.py --repeats 1
 """
@@ -116,6 +119,9 @@ def main() -> None:
     ap.add_argument("--clean", action="store_true", help="delete fine-tune 2 at the end")
     ap.add_argument("--size", default="1.1b", help="bench_models size (tiny: 2 layers)")
     ap.add_argument("--baseline", type=Path, help="another checkout: also run `NAME before`")
+    ap.add_argument(
+        "--huge-floor", action="store_true", help="also the floors with 2 MB-page buffers"
+    )
     ap.add_argument("--no-extras", action="store_true", help="skip floor-2, lerp and the grid")
     args = ap.parse_args()
     import yaml
@@ -140,8 +146,9 @@ def main() -> None:
         for p in out.glob("dest*"):
             shutil.rmtree(p, ignore_errors=True)
 
-    def floor(k: int, n_in: str) -> list[str]:
+    def floor(k: int, n_in: str, huge: bool = False) -> list[str]:
         extra = [a for d in inputs[n_in][2:] for a in ("--extra", *_shards(d))]
+        extra += ["--huge"] if huge else []
         dest = str(out / "dest-floor")
         return [sys.executable, str(HERE / "io_floor.py"), "--out", dest, "--k", str(k),
                 "--pre", *_shards(pair.pre), "--ft", *_shards(pair.ft), *extra]  # fmt: skip
@@ -157,6 +164,8 @@ def main() -> None:
     for r in range(args.repeats):
         print(f"repeat {r + 1}/{args.repeats}", flush=True)
         measure("floor (3 inputs)", floor(1, "3"), "3")
+        if args.huge_floor:
+            measure("floor (3 inputs, huge pages)", floor(1, "3", huge=True), "3")
         if not args.no_extras or "slerp" in args.methods:
             measure("floor (2 inputs)", floor(1, "2"), "2")
         if not args.no_extras:
@@ -176,7 +185,12 @@ def main() -> None:
                 measure(f"{name} mergekit", cmd, n_in)
         if not args.no_extras:
             measure("floor-K (3 inputs, K=4)", floor(4, "3"), "3")
+            if args.huge_floor:
+                measure("floor-K huge pages", floor(4, "3", huge=True), "3")
             measure("ties grid K=4 ours", ours(out / "ties.yml", "0.4, 0.6, 0.8, 1.0"), "3")
+            if args.baseline:
+                grid = ours(out / "ties.yml", "0.4, 0.6, 0.8, 1.0", root=args.baseline)
+                measure("ties grid K=4 before", grid, "3")
 
     med = {k: statistics.median(m.wall for m in v) for k, v in rows.items()}
     anon = {k: max(m.anon for m in v) for k, v in rows.items()}
@@ -198,11 +212,18 @@ def main() -> None:
             lines.append(
                 f"| {name} ours / mergekit | {med[f'{name} ours'] / med[f'{name} mergekit']:.2f} |"
             )
-    if "ties grid K=4 ours" in med:
-        lines.append(
-            "| ties grid K=4 / floor-K | "
-            f"{med['ties grid K=4 ours'] / med['floor-K (3 inputs, K=4)']:.2f} |"
-        )
+    for who in ("ours", "before"):
+        if f"ties grid K=4 {who}" in med:
+            lines.append(
+                f"| ties grid K=4 {who} / floor-K | "
+                f"{med[f'ties grid K=4 {who}'] / med['floor-K (3 inputs, K=4)']:.2f} |"
+            )
+    for name, floor_row in (("ties", "floor (3 inputs, huge pages)"),
+                            ("ties grid K=4", "floor-K huge pages")):  # fmt: skip
+        if floor_row in med and f"{name} ours" in med:
+            lines.append(
+                f"| {name} ours / {floor_row} | {med[f'{name} ours'] / med[floor_row]:.2f} |"
+            )
     budget = 512 * 2**20 + LARGEST_F32
     lines.append(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     lines.append(

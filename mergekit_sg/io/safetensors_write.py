@@ -11,7 +11,6 @@ import ctypes
 import errno
 import json
 import math
-import mmap
 import os
 import re
 import sys
@@ -24,6 +23,7 @@ import torch
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.dtypes import itemsize, to_st
+from mergekit_sg.io.pages import dma_empty
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
@@ -235,7 +235,7 @@ class _Direct:
         self.path, self.align, self.head = path, align, head
         self.fd = -1
         self.base = self.fill = 0
-        self._buf: mmap.mmap | None = None
+        self._buf: torch.Tensor | None = None
         self.mv = memoryview(b"")
 
     @classmethod
@@ -257,8 +257,8 @@ class _Direct:
             self.fd = os.open(self.path, os.O_WRONLY | os.O_DIRECT)
         except OSError:
             raise _NoDirect(view) from None
-        self._buf = mmap.mmap(-1, DIRECT_BUFFER)  # page-aligned, released when done
-        self.mv = memoryview(self._buf)
+        self._buf = dma_empty(DIRECT_BUFFER)  # huge pages where there are: see io.pages
+        self.mv = memoryview(self._buf.numpy())
         self.mv[: len(self.head)] = self.head
         self.fill, self.head = len(self.head), b""
 
@@ -350,9 +350,7 @@ class _Direct:
 
     def close(self) -> None:
         self.mv.release()
-        if self._buf is not None:
-            self._buf.close()
-            self._buf = None
+        self._buf = None  # unmapped with its last view
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -21,6 +21,7 @@ import torch
 from mergekit_sg.device import resolve_device
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.dtypes import itemsize
+from mergekit_sg.io.pages import dma_empty
 from mergekit_sg.io.progress import NullProgress, Progress
 from mergekit_sg.io.safetensors_write import (
     PLACED_ALIGN,
@@ -176,7 +177,9 @@ class _Pipeline:
 def _pool(count: int, nbytes: int, pin: bool, align: int = 0) -> queue.Queue:
     q: queue.Queue = queue.Queue()
     for _ in range(count):
-        if align:
+        if align and not pin:  # written with O_DIRECT from where they are: huge pages
+            q.put(dma_empty(nbytes, align))
+        elif align:
             q.put(aligned_empty(nbytes, align, pin))
         else:
             q.put(torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin))
