@@ -27,30 +27,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from mergekit_sg.io.pages import dma_empty
+from mergekit_sg.io.pages import aligned_empty, dma_empty
 
 CHUNK = 8 << 20
 K = 4
 
 
-def _torch_empty() -> torch.Tensor:
-    t = torch.empty(CHUNK + 4096, dtype=torch.uint8)
-    shift = (-t.data_ptr()) % 4096
-    return t[shift : shift + CHUNK]
-
-
 def _small_pages() -> torch.Tensor:
-    import numpy as np
-
     m = mmap.mmap(-1, CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     m.madvise(mmap.MADV_NOHUGEPAGE)
     return torch.from_numpy(np.frombuffer(m, dtype=np.uint8))
 
 
 KINDS: dict[str, Callable[[], torch.Tensor]] = {
-    "torch.empty": _torch_empty,
+    "torch.empty": lambda: aligned_empty(CHUNK, 4096),
     "small pages": _small_pages,
     "2 MB pages": lambda: dma_empty(CHUNK),
 }

@@ -50,7 +50,8 @@ class Behind:
 
 
 def _buffer(huge: bool) -> memoryview:
-    """A page-aligned CHUNK-byte buffer; on 2 MB pages with `huge`."""
+    """A page-aligned CHUNK-byte buffer; on 2 MB pages with `huge` (mergekit_sg.io.pages's
+    dma_empty written out here: the floor imports torch and nothing of ours)."""
     if not huge:
         return memoryview(mmap.mmap(-1, CHUNK))
     m = mmap.mmap(-1, CHUNK + (2 << 20), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

@@ -28,6 +28,7 @@ from mergekit_sg.io import (
     plan_files,
 )
 from mergekit_sg.io import safetensors_write as sw
+from mergekit_sg.io.pages import aligned_empty
 from mergekit_sg.merge import executor
 from mergekit_sg.merge import output as output_mod
 from mergekit_sg.merge.interpolate import interpolate
@@ -120,7 +121,7 @@ def _write_streaming(
             size = piece.element_size()
             nbytes = piece.numel() * size
             start = sw.placed_start(w.position(name)[1] + off, size)
-            buf = sw.aligned_empty(start + nbytes)
+            buf = aligned_empty(start + nbytes, sw.PLACED_ALIGN)
             buf[:start].fill_(0xAB)  # headroom garbage must never reach the file
             buf[start : start + nbytes] = piece.contiguous().view(torch.uint8)
             w.write_placed(name, buf, start, nbytes, off)
@@ -374,7 +375,7 @@ def test_placed_writes_fall_back_when_direct_is_refused(
             piece = flat[s : s + (1 << 20)]
             nbytes = piece.numel() * size
             start = sw.placed_start(w.position(name)[1] + s * size, size)
-            buf = sw.aligned_empty(start + nbytes)
+            buf = aligned_empty(start + nbytes, sw.PLACED_ALIGN)
             buf[start : start + nbytes] = piece.view(torch.uint8)
             w.write_placed(name, buf, start, nbytes, s * size)
     w.close()

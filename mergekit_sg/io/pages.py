@@ -24,6 +24,14 @@ import torch
 HUGE_PAGE = 2 << 20
 
 
+def aligned_empty(nbytes: int, align: int, pin: bool = False) -> torch.Tensor:
+    """A uint8 tensor of `nbytes` whose first byte is `align`-aligned, from torch's allocator
+    (pinned with `pin`, for copies to a GPU)."""
+    t = torch.empty(nbytes + align, dtype=torch.uint8, pin_memory=pin)
+    shift = (-t.data_ptr()) % align
+    return t[shift : shift + nbytes]
+
+
 def dma_empty(nbytes: int, align: int = 4096) -> torch.Tensor:
     """A uint8 CPU tensor of `nbytes` whose first byte is `align`-aligned (align <= 2 MB, a
     power of two), on huge pages where the kernel gives them. The mapping is unmapped when
@@ -33,9 +41,7 @@ def dma_empty(nbytes: int, align: int = 4096) -> torch.Tensor:
     flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
     advice = getattr(mmap, "MADV_HUGEPAGE", None)
     if not flags or advice is None:  # not Linux: an ordinary aligned allocation
-        t = torch.empty(nbytes + align, dtype=torch.uint8)
-        shift = (-t.data_ptr()) % align
-        return t[shift : shift + nbytes]
+        return aligned_empty(nbytes, align)
     m = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=flags)  # the slack is address space only
     t = torch.from_numpy(np.frombuffer(m, dtype=np.uint8))
     shift = (-t.data_ptr()) % HUGE_PAGE

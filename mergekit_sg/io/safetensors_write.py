@@ -203,13 +203,6 @@ DIRECT_ALIGN = 4096
 PLACED_ALIGN = 64 << 10
 
 
-def aligned_empty(nbytes: int, align: int = PLACED_ALIGN, pin: bool = False) -> torch.Tensor:
-    """A uint8 buffer of `nbytes` whose first byte is `align`-aligned."""
-    t = torch.empty(nbytes + align, dtype=torch.uint8, pin_memory=pin)
-    shift = (-t.data_ptr()) % align
-    return t[shift : shift + nbytes]
-
-
 def placed_start(pos: int, size: int) -> int:
     """Where in a placed buffer the bytes for file offset `pos` start (buffer length needed:
     this plus the piece's bytes); pieces at an offset not a multiple of their element size
@@ -492,9 +485,9 @@ class StreamingWriter:
     def write_placed(
         self, name: str, buf: torch.Tensor, start: int, nbytes: int, byte_offset: int = 0
     ) -> None:
-        """Write `buf[start:start+nbytes]` (a uint8 buffer from `aligned_empty`, the piece put
-        at `placed_start` of its file offset) at `byte_offset` inside tensor `name`. The bytes
-        of `buf` before `start` may be overwritten."""
+        """Write `buf[start:start+nbytes]` (a uint8 buffer from `io.pages`, the piece put at
+        `placed_start` of its file offset) at `byte_offset` inside tensor `name`. The bytes of
+        `buf` before `start` may be overwritten."""
         index, base = self._where[name]
         try:
             self._files[index].write_placed(

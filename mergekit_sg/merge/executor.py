@@ -21,12 +21,11 @@ import torch
 from mergekit_sg.device import resolve_device
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.dtypes import itemsize
-from mergekit_sg.io.pages import dma_empty
+from mergekit_sg.io.pages import aligned_empty, dma_empty
 from mergekit_sg.io.progress import NullProgress, Progress
 from mergekit_sg.io.safetensors_write import (
     PLACED_ALIGN,
     StreamingWriter,
-    aligned_empty,
     placed_start,
 )
 from mergekit_sg.merge.methods import ChunkCtx, Params, native
