@@ -10,8 +10,12 @@ anonymous memory in small pages, like any tool's buffers.
 `--writeback behind` pushes each 64 MB window to the disk as soon as it is written, waits for
 the window before it and drops it from the page cache, as sgmerge's writer does.
 
+Once everything is on disk the floor leaves with `os._exit`, as the `sgmerge` command does:
+the interpreter's teardown of torch's modules (0.5-0.9 s here) saves nothing, so it is no
+part of a floor (`--teardown` keeps it, as the floors of RESULTS.md's runs before N had it).
+
     python io_floor.py --out DIR [--k K] [--no-fsync] [--huge] [--writeback plain|behind] \
-        --pre FILES... --ft FILES... [--extra FILES...]...
+        [--teardown] --pre FILES... --ft FILES... [--extra FILES...]...
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import ctypes
 import mmap
 import os
+import sys
 from pathlib import Path
 
 import torch  # noqa: F401  (the import is part of the floor: every merge tool pays it)
@@ -140,6 +145,9 @@ def main() -> None:
     ap.add_argument("--no-fsync", action="store_true")
     ap.add_argument("--huge", action="store_true", help="buffers on 2 MB pages")
     ap.add_argument("--writeback", choices=["direct", "behind", "plain"], default="direct")
+    ap.add_argument(
+        "--teardown", action="store_true", help="exit through the interpreter's teardown"
+    )
     ap.add_argument("--pre", type=Path, nargs="+", required=True)
     ap.add_argument("--ft", type=Path, nargs="+", required=True)
     ap.add_argument(
@@ -157,6 +165,9 @@ def main() -> None:
         args.extra,
         args.huge,
     )
+    if not args.teardown:
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

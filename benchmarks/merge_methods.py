@@ -5,9 +5,12 @@ a base, fine-tune 1 (bench_models' `ft`) and fine-tune 2 (this script: base + se
 
 Each configuration is a fresh process (wall time, peak RSS and peak anonymous memory of the
 process tree sampled by procmon.py); the inputs are read once before every run (page cache
-warm). The floor (io_floor.py) reads every input of the method once and writes its output
-bytes with O_DIRECT and fsync; `floor-K` writes K outputs. `grid` is ties with 4 lambdas in
-one pass (OUT/lambda-V). mergekit runs with its best CPU options (see interpolate.py).
+warm). Ours is the `sgmerge merge` command as a user runs it (`sgmerge interpolate` for lerp).
+The floor (io_floor.py) reads every input of the method once and writes its output bytes with
+O_DIRECT and fsync; `floor-K` writes K outputs. Ours and the floor leave with `os._exit` once
+their outputs are on disk (`--api`: the Python API in `python -c`, and floors that go through
+the interpreter's teardown, as in the runs before N). `grid` is ties with 4 lambdas in one
+pass (OUT/lambda-V). mergekit runs with its best CPU options (see interpolate.py).
 `--huge-floor` also times the floors with their buffers on 2 MB pages (io_floor.py --huge),
 as sgmerge's written buffers are; `--baseline TREE` runs each method (and the grid) from
 another checkout too, alternated with ours.
@@ -123,6 +126,11 @@ def main() -> None:
         "--huge-floor", action="store_true", help="also the floors with 2 MB-page buffers"
     )
     ap.add_argument("--no-extras", action="store_true", help="skip floor-2, lerp and the grid")
+    ap.add_argument(
+        "--api", action="store_true",
+        help="run ours through the Python API in `python -c` (interpreter teardown included, "
+        "the floors' too: runs before N) instead of the sgmerge command",
+    )  # fmt: skip
     args = ap.parse_args()
     import yaml
 
@@ -149,16 +157,33 @@ def main() -> None:
     def floor(k: int, n_in: str, huge: bool = False) -> list[str]:
         extra = [a for d in inputs[n_in][2:] for a in ("--extra", *_shards(d))]
         extra += ["--huge"] if huge else []
+        extra += ["--teardown"] if args.api else []
         dest = str(out / "dest-floor")
         return [sys.executable, str(HERE / "io_floor.py"), "--out", dest, "--k", str(k),
                 "--pre", *_shards(pair.pre), "--ft", *_shards(pair.ft), *extra]  # fmt: skip
 
     def ours(cfg: Path, grid: str = "", root: Path | None = None) -> list[str]:
-        g = f", grid={{'lambda': [{grid}]}}" if grid else ""
-        pre = f"import sys; sys.path.insert(0, {str(root)!r}); " if root else ""
-        code = (f"{pre}from mergekit_sg.merge.merge import merge; "
-                f"merge({str(cfg)!r}, {str(out / 'dest-ours')!r}{g})")  # fmt: skip
-        return [sys.executable, "-c", code]
+        pre = f"import sys; sys.path.insert(0, {str(root)!r}); " if root else "import sys; "
+        dest = str(out / "dest-ours")
+        if args.api:
+            g = f", grid={{'lambda': [{grid}]}}" if grid else ""
+            code = (
+                f"{pre}from mergekit_sg.merge.merge import merge; merge({str(cfg)!r}, {dest!r}{g})"
+            )
+            return [sys.executable, "-c", code]
+        return sgmerge(
+            pre,
+            "merge",
+            str(cfg),
+            "-o",
+            dest,
+            *(["--param", "lambda=" + grid.replace(" ", "")] if grid else []),
+        )
+
+    def sgmerge(pre: str, *argv: str) -> list[str]:
+        """The `sgmerge` console script's own entry point (mergekit_sg.cli.app:run) with argv,
+        from the tree that `pre` puts first on sys.path."""
+        return [sys.executable, "-c", f"{pre}from mergekit_sg.cli.app import run; run()", *argv]
 
     cfgs = configs(pair.pre, pair.ft, ft2)
     for r in range(args.repeats):
@@ -170,9 +195,15 @@ def main() -> None:
             measure("floor (2 inputs)", floor(1, "2"), "2")
         if not args.no_extras:
             dest = str(out / "dest-i")
-            code = ("from mergekit_sg.merge.interpolate import interpolate; "
-                    f"interpolate({str(pair.pre)!r}, {str(pair.ft)!r}, {dest!r})")  # fmt: skip
-            measure("lerp (interpolate)", [sys.executable, "-c", code], "2")
+            if args.api:
+                code = ("from mergekit_sg.merge.interpolate import interpolate; "
+                        f"interpolate({str(pair.pre)!r}, {str(pair.ft)!r}, {dest!r})")  # fmt: skip
+                measure("lerp (interpolate)", [sys.executable, "-c", code], "2")
+            else:
+                cmd = sgmerge(
+                    "import sys; ", "interpolate", str(pair.pre), str(pair.ft), "-o", dest
+                )
+                measure("lerp (interpolate)", cmd, "2")
         for name in args.methods.split(","):
             cfg = out / f"{name}.yml"
             cfg.write_text(yaml.safe_dump(cfgs[name], sort_keys=False))
