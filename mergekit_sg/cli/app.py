@@ -12,7 +12,7 @@ import warnings
 
 import click
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from mergekit_sg.cli.common import err_console
 from mergekit_sg.errors import SgMergeError, Terminated
@@ -54,6 +54,38 @@ COMMANDS = {
     "coop": ("mergekit_sg.cli.coop", "coop_cmd"),
     "mergetune": ("mergekit_sg.cli.mergetune", "mergetune_cmd"),
 }
+
+# command -> its line in `sgmerge --help` (the full text is the command's own --help); written
+# here so that the command list needs none of the modules above (torch is 1.5-3 s to import)
+SUMMARIES = {
+    "interpolate": "WiSE-FT: (1 - alpha) * pretrained + alpha * fine-tuned.",
+    "merge": "Merge by a mergekit config (ties, dare, slerp, ...), grids too.",
+    "soup": "Model soup: the uniform mean, or greedy on a held-out score.",
+    "inspect": "Describe a checkpoint without reading its tensor data.",
+    "diff": "Compare two checkpoints: relative change per group.",
+    "scan": "Speciality and generality along alpha; pick the best.",
+    "lmc": "Loss along linear paths between models; the barrier.",
+    "demo": "Fine-tune MiniLM, scan alpha, keep the best (minutes).",
+    "push": "Upload a folder to the Hub in one commit.",
+    "run": "Run a command from a YAML recipe file.",
+    "finetune": "Fine-tune, optionally with a forgetting mitigation.",
+    "fisher": "Estimate a model's diagonal Fisher on data.",
+    "coop": "Learn a CoOp prompt for a frozen CLIP.",
+    "mergetune": "Continue a fine-tune with low-loss paths to both ends.",
+}
+
+
+class LazyGroup(TyperGroup):
+    """The root command: lists every command from COMMANDS and SUMMARIES without importing
+    one, so `sgmerge`, `sgmerge --help` and `sgmerge --version` answer at once; main() adds
+    the command that runs (its module imported then)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:  # type: ignore[override]
+        return list(COMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:  # type: ignore[override]
+        with formatter.section("Commands"):
+            formatter.write_dl(list(SUMMARIES.items()))
 
 
 _TYPE_WORDS = {"str": "TEXT", "int": "INT", "float": "FLOAT", "path": "PATH", "bool": "BOOLEAN"}
@@ -105,8 +137,10 @@ class PlainHelpCommand(TyperCommand):
 
 
 def build_app(only: str | None = None) -> typer.Typer:
-    """The typer app with every command, or with `only` that one (a faster start)."""
+    """The typer app with every command, or with `only` that one, or with none for the root's
+    help and options (`only=""`): a command's module is imported only when it is added."""
     app = typer.Typer(
+        cls=LazyGroup,
         name="sgmerge",
         help="Give back the generality a fine-tuned model lost: WiSE-FT merges and their evidence.",
         no_args_is_help=True,
@@ -117,7 +151,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     for name, (module, fn) in COMMANDS.items():
         if only is None or name == only:
             mod = importlib.import_module(module)
-            app.command(name, cls=PlainHelpCommand)(getattr(mod, fn))
+            app.command(name, cls=PlainHelpCommand, short_help=SUMMARIES[name])(getattr(mod, fn))
     app.callback()(_root)
     return app
 
@@ -200,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     first = next((a for a in args if not a.startswith("-")), None)
     try:
         with _Signals() as sigs:
-            cmd = typer.main.get_command(build_app(first if first in COMMANDS else None))
+            cmd = typer.main.get_command(build_app(first if first in COMMANDS else ""))
             rc = cmd.main(args=args, prog_name="sgmerge", standalone_mode=False)
     except _EXIT as e:
         return e.exit_code

@@ -1,17 +1,53 @@
 """Layer 2, merge: the merge math, the plan that pairs and validates keys, the streaming
-executor, and the key-level views of checkpoints (inspect, diff)."""
+executor, and the key-level views of checkpoints (inspect, diff).
 
-from mergekit_sg.merge.fisher import fisher_lerp
-from mergekit_sg.merge.inspect import (
-    DiffReport,
-    Summary,
-    diff_checkpoints,
-    group_of,
-    inspect_checkpoint,
-)
-from mergekit_sg.merge.interpolate import InterpolateResult
-from mergekit_sg.merge.math import lerp, relative_l2
-from mergekit_sg.merge.options import InterpolateOptions
+The names below are imported on first use (PEP 562): importing the package costs nothing,
+so `import mergekit_sg` stays free of torch until a name that needs it is used."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mergekit_sg.merge.fisher import fisher_lerp
+    from mergekit_sg.merge.inspect import (
+        DiffReport,
+        Summary,
+        diff_checkpoints,
+        group_of,
+        inspect_checkpoint,
+    )
+    from mergekit_sg.merge.interpolate import InterpolateResult
+    from mergekit_sg.merge.math import lerp, relative_l2
+    from mergekit_sg.merge.options import InterpolateOptions
+
+_LAZY = {
+    "fisher_lerp": "mergekit_sg.merge.fisher",
+    "DiffReport": "mergekit_sg.merge.inspect",
+    "Summary": "mergekit_sg.merge.inspect",
+    "diff_checkpoints": "mergekit_sg.merge.inspect",
+    "group_of": "mergekit_sg.merge.inspect",
+    "inspect_checkpoint": "mergekit_sg.merge.inspect",
+    "InterpolateResult": "mergekit_sg.merge.interpolate",
+    "lerp": "mergekit_sg.merge.math",
+    "relative_l2": "mergekit_sg.merge.math",
+    "InterpolateOptions": "mergekit_sg.merge.options",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module when the name is first used, and keep the name."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "DiffReport",
