@@ -14,7 +14,7 @@ from helpers import assert_refused, cli
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from mergekit_sg import merge
+from mergekit_sg import SgMergeError, merge
 from mergekit_sg.merge.memory import merged_state_dict
 
 EVAL = ("--model", "python:evalfns:tiny_linear", "--eval", "held=python:evalfns:closeness")
@@ -128,6 +128,21 @@ def test_bad_configs_are_one_line_status_2(tmp_path: Path, capsys, change: dict,
     dest = tmp_path / "out"
     res = cli(capsys, "merge", str(_yaml(tmp_path / "bad.yml", cfg)), "-o", str(dest))
     assert_refused(res, dest, *words)
+
+
+@pytest.mark.parametrize(
+    ("name", "why"), [("missing.yml", "no such file"), ("d.yml", "not a file")]
+)
+def test_config_that_is_no_file_is_named(tmp_path: Path, capsys, name: str, why: str) -> None:
+    """A CONFIG path that is missing or a folder is said to be so (it was parsed as YAML text,
+    a bare string, and refused as "expected a mapping"); from Python too."""
+    (tmp_path / "d.yml").mkdir()
+    dest = tmp_path / "out"
+    assert_refused(cli(capsys, "merge", str(tmp_path / name), "-o", str(dest)), dest, name, why)
+    with pytest.raises(SgMergeError, match=why):
+        merge(tmp_path / name, dest)
+    with pytest.raises(SgMergeError, match=why):
+        merge(str(tmp_path / name), dest)
 
 
 def test_param_not_of_the_method_is_refused(tmp_path: Path, capsys) -> None:

@@ -72,7 +72,15 @@ def parse_config(config: str | Path | dict[str, Any]) -> MergeSpec:
     if isinstance(config, dict):
         raw = dict(config)
     else:
-        text = Path(config).read_text() if Path(str(config)).is_file() else str(config)
+        path = Path(str(config))
+        if path.is_file():
+            text = path.read_text()
+        elif isinstance(config, Path) or (path.suffix in (".yml", ".yaml") and "\n" not in config):
+            # a file name, not YAML text: say so rather than parse the name as a YAML scalar
+            why = "is not a file" if path.exists() else "no such file"
+            raise SgMergeError(f"config: {config}: {why}")
+        else:
+            text = str(config)
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as e:
