@@ -6,9 +6,10 @@ the `sgmerge` command's start (`--help`, `--version`) do not pay for torch (1.5-
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mergekit_sg.errors import SgMergeError
+from mergekit_sg.exports import lazy_exports
 from mergekit_sg.version import __version__
 
 # The merge subpackage now (its names are lazy too, so this is cheap): the import system binds
@@ -39,18 +40,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module when the name is first used, and keep the name."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "Checkpoint",

@@ -6,8 +6,9 @@ so `import mergekit_sg` stays free of torch until a name that needs it is used."
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mergekit_sg.exports import lazy_exports
 
 if TYPE_CHECKING:
     from mergekit_sg.merge.fisher import fisher_lerp
@@ -36,18 +37,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module when the name is first used, and keep the name."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "DiffReport",
