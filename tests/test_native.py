@@ -836,16 +836,20 @@ def _combine_both_paths(
     special=st.booleans(),
     seed=st.integers(0, 2**20),
     dtype=st.sampled_from([torch.bfloat16, torch.float32, "mixed"]),
+    cut=st.sampled_from(["third", "start", "end", "block-edge", "per-input"]),
+    keep_v=st.sampled_from([0.5, 0.0, 0.75, float("inf")]),
 )
 def test_block8_gives_the_bytes_of_the_block_loops(
-    kind, k, n, start, elect, normalize, lambdas, out_dtype, special, seed, dtype
+    kind, k, n, start, elect, normalize, lambdas, out_dtype, special, seed, dtype, cut, keep_v
 ) -> None:
     """gta_combine's AVX2 block8 path (up to 4 inputs of one kind and the base's dtype, 8
     elements in registers) writes the bytes and reports the nonfinite inputs of its block loops:
     bfloat16 and float32, magnitude thresholds with ties at the value on both sides of the cut,
     DARE keep bits, signed zeros, NaN and inf, weights absent and present, normalize with and
     without the floor, several lambdas, and the cases it hands back to the loops (5 inputs,
-    mixed kinds or dtypes, ends off 8)."""
+    mixed kinds or dtypes, ends off 8). The cut of the kept ties inside a block, at its edges,
+    before or after every block, and per input elsewhere (block8 takes one compare per element
+    in the blocks that no cut falls in); thresholds 0 and inf too."""
     g = torch.Generator().manual_seed(seed)
     xs = [
         (torch.randint(-3, 4, (n,), generator=g) * 0.25).to(
@@ -865,8 +869,10 @@ def test_block8_gives_the_bytes_of_the_block_loops(
                                 "has_scale": int(i > 0)}  # fmt: skip
         c = kind if kind != "mixed" else ("top", "dare", "plain")[i % 3]
         if c == "top":
-            spec |= {"mode": native.M_TOP, "keep_kind": native.K_THRESH, "keep_v": 0.5,
-                     "keep_cut": start + n // 3}  # fmt: skip
+            at = {"third": n // 3, "start": 0, "end": n, "block-edge": min(n, 512),
+                  "per-input": (n * (i + 1)) // (k + 1)}[cut]  # fmt: skip
+            spec |= {"mode": native.M_TOP, "keep_kind": native.K_THRESH, "keep_v": keep_v,
+                     "keep_cut": start + at}  # fmt: skip
         elif c == "dare":
             spec |= {"mode": native.M_DARE, "bits": bits[i].ctypes.data - (start >> 3)}
         elif c == "all-none":

@@ -265,21 +265,51 @@ static int fused_kind(int32_t base_dtype, const gta_input *ins, int32_t n_in) {
     return 1 + c + 3 * (n_in - 1) + (base_dtype == DT_F32 ? 12 : 0);
 }
 
+/* The nonfinite bits (bit 0 the base, bit i + 1 input i) of elements [0, n) of a block, n a
+ * multiple of 8: block8's exact check, for the rare block whose sum of task vectors was not
+ * finite. */
+static uint64_t block_nonfinite8(const int DT, const void *bq, const void *const *xp, int N,
+                                 int n) {
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 bad[FMAX + 1];
+    for (int i = 0; i <= N; i++) bad[i] = zero;
+    for (int j = 0; j < n; j += 8) {
+        const __m256 bb = load8(bq, DT, j);
+        bad[0] = _mm256_or_ps(bad[0], _mm256_cmp_ps(_mm256_sub_ps(bb, bb), zero, _CMP_NEQ_UQ));
+        for (int i = 0; i < N; i++) {
+            const __m256 x = load8(xp[i], DT, j);
+            bad[i + 1] =
+                _mm256_or_ps(bad[i + 1], _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_NEQ_UQ));
+        }
+    }
+    uint64_t seen = 0;
+    for (int i = 0; i <= N; i++)
+        if (_mm256_movemask_ps(bad[i])) seen |= (uint64_t)1 << i;
+    return seen;
+}
+
 /* One block of gta_combine (n and g0 multiples of 8), 8 elements a step with every input, the
  * election and the outputs in registers: per element the same float32 operations in the same
  * order as the block loops (input_block, the election, the outputs), so the same bytes. N
  * inputs of class C and dtype DT (the base's too), constants where it is inlined, so that the
- * loops unroll. Returns the nonfinite bits (bit 0 the base, bit i + 1 input i) of the block. */
+ * loops unroll. CUT (class F_TOP): 1 where some input's cut falls inside the block, so that
+ * its membership is |d| > v, or |d| == v before the cut, lane by lane; 0 where every cut lies
+ * outside it: then membership is one compare, |d| > t with t = v after the cut and t the float
+ * below v before it (|d| > that float is |d| >= v: nothing lies between; NaN is in neither).
+ * Returns the nonfinite bits (bit 0 the base, bit i + 1 input i) of the block: a NaN or inf
+ * anywhere makes the sum of the task vectors d_i NaN or inf (x * 0 of an inf is NaN), so that
+ * sum alone is checked and, where it is not finite (an overflow, or a NaN or inf), the block's
+ * inputs are checked one by one (block_nonfinite8). */
 static inline __attribute__((always_inline)) uint64_t
-block8(const int N, const int C, const int DT, const void *base, const gta_input *ins,
-       int32_t elect, int32_t normalize, int32_t floor_min_w, float min_w, float const_div,
-       int32_t n_out, const int32_t *has_lambda, const float *lambda, int64_t s, int n,
-       int64_t g0, void *const *outs, int32_t out_dtype) {
+block8(const int N, const int C, const int DT, const int CUT, const void *base,
+       const gta_input *ins, int32_t elect, int32_t normalize, int32_t floor_min_w, float min_w,
+       float const_div, int32_t n_out, const int32_t *has_lambda, const float *lambda, int64_t s,
+       int n, int64_t g0, void *const *outs, int32_t out_dtype) {
     const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256 sc[FMAX], w[FMAX], wr[FMAX], kv[FMAX], bad[FMAX + 1];
+    __m256 sc[FMAX], w[FMAX], wr[FMAX], kv[FMAX], badsum = zero;
     __m256i ck[FMAX];
     const void *xp[FMAX];
     const uint8_t *bp[FMAX];
@@ -288,24 +318,24 @@ block8(const int N, const int C, const int DT, const void *base, const gta_input
         sc[i] = _mm256_set1_ps(q->has_scale ? q->scale : 1.0f);
         w[i] = _mm256_set1_ps(q->has_weight ? q->weight : 1.0f);
         wr[i] = _mm256_set1_ps(q->weight); /* the election's divisor takes the field as is */
-        kv[i] = _mm256_set1_ps(q->keep_v);
         int64_t c = q->keep_cut - g0;
-        ck[i] = _mm256_set1_epi32(c <= 0 ? 0 : (c >= n ? n : (int)c));
+        const int cb = c <= 0 ? 0 : (c >= n ? n : (int)c);
+        ck[i] = _mm256_set1_epi32(cb);
+        /* CUT 0: the threshold of the one compare (the block lies before the cut or after) */
+        kv[i] = _mm256_set1_ps(CUT || cb < n ? q->keep_v : nextafterf(q->keep_v, -INFINITY));
         xp[i] = (const char *)q->x + s * (DT == DT_F32 ? 4 : 2);
         bp[i] = C == F_DARE ? q->bits + (g0 >> 3) : NULL;
     }
-    for (int i = 0; i <= N; i++) bad[i] = zero;
     const void *bq = (const char *)base + s * (DT == DT_F32 ? 4 : 2);
     for (int j = 0; j < n; j += 8) {
         const __m256 bb = load8(bq, DT, j);
-        bad[0] = _mm256_or_ps(bad[0], _mm256_cmp_ps(_mm256_sub_ps(bb, bb), zero, _CMP_NEQ_UQ));
         __m256 d[FMAX];
         for (int i = 0; i < N; i++) {
-            __m256 x = load8(xp[i], DT, j);
-            bad[i + 1] =
-                _mm256_or_ps(bad[i + 1], _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_NEQ_UQ));
-            x = _mm256_sub_ps(x, bb);
-            if (C == F_TOP) { /* |d| > v, or |d| == v before the cut */
+            __m256 x = _mm256_sub_ps(load8(xp[i], DT, j), bb);
+            if (C == F_TOP && !CUT) { /* |d| > t: see above */
+                __m256 m = _mm256_cmp_ps(_mm256_and_ps(x, absm), kv[i], _CMP_GT_OQ);
+                x = _mm256_mul_ps(x, _mm256_and_ps(m, one));
+            } else if (C == F_TOP) { /* |d| > v, or |d| == v before the cut */
                 __m256 a = _mm256_and_ps(x, absm);
                 __m256 before = _mm256_castsi256_ps(
                     _mm256_cmpgt_epi32(ck[i], _mm256_add_epi32(lane, _mm256_set1_epi32(j))));
@@ -321,6 +351,7 @@ block8(const int N, const int C, const int DT, const void *base, const gta_input
         }
         __m256 mixed = N > 1 ? _mm256_add_ps(d[0], d[1]) : d[0];
         for (int i = 2; i < N; i++) mixed = _mm256_add_ps(mixed, d[i]);
+        badsum = _mm256_or_ps(badsum, _mm256_cmp_ps(_mm256_sub_ps(mixed, mixed), zero, _CMP_NEQ_UQ));
         if (elect) { /* mixed holds the sum: its sign is the majority's */
             const __m256 maj = _mm256_sub_ps(
                 _mm256_mul_ps(_mm256_and_ps(_mm256_cmp_ps(mixed, zero, _CMP_GE_OQ), one),
@@ -354,19 +385,25 @@ block8(const int N, const int C, const int DT, const void *base, const gta_input
             store8(outs[k], out_dtype, s + j, _mm256_add_ps(a, bb));
         }
     }
-    uint64_t seen = 0;
-    for (int i = 0; i <= N; i++)
-        if (_mm256_movemask_ps(bad[i])) seen |= (uint64_t)1 << i;
-    return seen;
+    return _mm256_movemask_ps(badsum) ? block_nonfinite8(DT, bq, xp, N, n) : 0;
 }
 
 #define BLOCK8_ARGS                                                                             \
     base, ins, elect, normalize, floor_min_w, min_w, const_div, n_out, has_lambda, lambda, s, n, \
         g0, outs, out_dtype
 #define BLOCK8_CASES(N, DT, K)                                                                  \
-    case 1 + F_PLAIN + 3 * (N - 1) + K: return block8(N, F_PLAIN, DT, BLOCK8_ARGS);             \
-    case 1 + F_TOP + 3 * (N - 1) + K: return block8(N, F_TOP, DT, BLOCK8_ARGS);                 \
-    case 1 + F_DARE + 3 * (N - 1) + K: return block8(N, F_DARE, DT, BLOCK8_ARGS);
+    case 1 + F_PLAIN + 3 * (N - 1) + K: return block8(N, F_PLAIN, DT, 0, BLOCK8_ARGS);          \
+    case 1 + F_TOP + 3 * (N - 1) + K:                                                           \
+        return cut_inside(ins, N, g0, n) ? block8(N, F_TOP, DT, 1, BLOCK8_ARGS)                 \
+                                         : block8(N, F_TOP, DT, 0, BLOCK8_ARGS);                \
+    case 1 + F_DARE + 3 * (N - 1) + K: return block8(N, F_DARE, DT, 0, BLOCK8_ARGS);
+
+/* Does some input's cut (the end of its kept ties) fall inside the block [g0, g0 + n)? */
+static inline int cut_inside(const gta_input *ins, int n_in, int64_t g0, int n) {
+    for (int i = 0; i < n_in; i++)
+        if (ins[i].keep_cut > g0 && ins[i].keep_cut < g0 + n) return 1;
+    return 0;
+}
 
 /* block8 for the kind fused_kind chose. */
 static uint64_t combine_block8(int kind, const void *base, const gta_input *ins, int32_t elect,
