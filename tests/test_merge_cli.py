@@ -328,3 +328,15 @@ def test_soup_as_jobs_equals_in_process(tmp_path: Path, greedy: bool) -> None:
     assert sorted(here.kept) == (
         [str(cands[3]), str(cands[4])] if greedy else list(map(str, cands))
     )
+
+
+def test_config_as_text_of_any_length() -> None:
+    """A config given as YAML text is parsed as text: one line longer than a file name may be
+    (it raised OSError 'File name too long' when tried as a path), and several lines."""
+    from mergekit_sg.merge.mergekit_config import parse_config
+
+    one = ", ".join(f"{{model: m{i}, parameters: {{weight: 1.0}}}}" for i in range(20))
+    spec = parse_config(f"{{merge_method: linear, models: [{one}]}}")
+    assert spec.merge_method == "linear" and len(spec.models) == 20
+    many = "merge_method: linear\nmodels:\n" + "".join(f"  - model: m{i}\n" for i in range(3))
+    assert len(parse_config(many).models) == 3

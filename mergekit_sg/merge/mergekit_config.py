@@ -67,15 +67,25 @@ def _model_entry(item: Any) -> Any:
     return item
 
 
+def _is_file(path: Path) -> bool:
+    """path.is_file(), False for text too long to be a file name (one-line YAML)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def parse_config(config: str | Path | dict[str, Any]) -> MergeSpec:
     """A mergekit config (a YAML file, YAML text or a dict) as a MergeSpec; one line on error."""
     if isinstance(config, dict):
         raw = dict(config)
     else:
-        path = Path(str(config))
-        if path.is_file():
+        path = None if isinstance(config, str) and "\n" in config else Path(config)
+        if path is None:  # YAML text
+            text = str(config)
+        elif _is_file(path):
             text = path.read_text()
-        elif isinstance(config, Path) or (path.suffix in (".yml", ".yaml") and "\n" not in config):
+        elif isinstance(config, Path) or path.suffix in (".yml", ".yaml"):
             # a file name, not YAML text: say so rather than parse the name as a YAML scalar
             why = "is not a file" if path.exists() else "no such file"
             raise SgMergeError(f"config: {config}: {why}")
