@@ -351,7 +351,8 @@ block8(const int N, const int C, const int DT, const int CUT, const void *base,
         }
         __m256 mixed = N > 1 ? _mm256_add_ps(d[0], d[1]) : d[0];
         for (int i = 2; i < N; i++) mixed = _mm256_add_ps(mixed, d[i]);
-        badsum = _mm256_or_ps(badsum, _mm256_cmp_ps(_mm256_sub_ps(mixed, mixed), zero, _CMP_NEQ_UQ));
+        badsum =
+            _mm256_or_ps(badsum, _mm256_cmp_ps(_mm256_sub_ps(mixed, mixed), zero, _CMP_NEQ_UQ));
         if (elect) { /* mixed holds the sum: its sign is the majority's */
             const __m256 maj = _mm256_sub_ps(
                 _mm256_mul_ps(_mm256_and_ps(_mm256_cmp_ps(mixed, zero, _CMP_GE_OQ), one),
