@@ -11,9 +11,12 @@ O_DIRECT and fsync; `floor-K` writes K outputs. Ours and the floor leave with `o
 their outputs are on disk (`--api`: the Python API in `python -c`, and floors that go through
 the interpreter's teardown, as in the runs before N). `grid` is ties with 4 lambdas in one
 pass (OUT/lambda-V). mergekit runs with its best CPU options (see interpolate.py).
-`--huge-floor` also times the floors with their buffers on 2 MB pages (io_floor.py --huge),
-as sgmerge's written buffers are; `--baseline TREE` runs each method (and the grid) from
-another checkout too, alternated with ours.
+`--first-run` also runs ours with an empty hash cache (MERGEKIT_SG_CACHE): the first merge of
+a set of sources computes every source file's SHA-256 for the card, later ones read them from
+the cache, which every other run here has warm. `--huge-floor` also times the floors with
+their buffers on 2 MB pages (io_floor.py --huge), as sgmerge's written buffers are;
+`--baseline TREE` runs each method (and the grid) from another checkout too, alternated with
+ours.
 
     .venv/bin/python benchmarks/merge_methods.py --repeats 1
 """
@@ -131,6 +134,11 @@ def main() -> None:
         help="run ours through the Python API in `python -c` (interpreter teardown included, "
         "the floors' too: runs before N) instead of the sgmerge command",
     )  # fmt: skip
+    ap.add_argument(
+        "--first-run", action="store_true",
+        help="also run ours with an empty hash cache, as the first merge of these sources is "
+        "(every source file's SHA-256 computed; later runs read them from the cache)",
+    )  # fmt: skip
     args = ap.parse_args()
     import yaml
 
@@ -142,10 +150,15 @@ def main() -> None:
     inputs = {"2": [pair.pre, pair.ft], "3": [pair.pre, pair.ft, ft2]}
     rows: dict[str, list[Measured]] = {}
 
-    def measure(name: str, cmd: list[str], n_in: str) -> None:
+    def measure(name: str, cmd: list[str], n_in: str, first: bool = False) -> None:
         _warm([Path(f) for d in inputs[n_in] for f in _shards(d)])
         load = os.getloadavg()[0]
-        m = run_measured(cmd, log=out / f"{name}.log")
+        env = None
+        if first:  # a hash cache of its own, empty: the sources are hashed as on a first run
+            cache = out / "hash-cache"
+            shutil.rmtree(cache, ignore_errors=True)
+            env = {**os.environ, "MERGEKIT_SG_CACHE": str(cache)}
+        m = run_measured(cmd, env=env, log=out / f"{name}.log")
         if m.rc != 0:
             raise SystemExit(f"{name} failed: {(out / f'{name}.log').read_text()[-2000:]}")
         rows.setdefault(name, []).append(m)
@@ -211,6 +224,11 @@ def main() -> None:
             measure(f"{name} ours", ours(cfg), n_in)
             if args.baseline:
                 measure(f"{name} before", ours(cfg, root=args.baseline), n_in)
+            if args.first_run:
+                measure(f"{name} ours, first run", ours(cfg), n_in, first=True)
+                if args.baseline:
+                    cmd = ours(cfg, root=args.baseline)
+                    measure(f"{name} before, first run", cmd, n_in, first=True)
             if mk is not None:
                 cmd = [str(mk), str(cfg), str(out / "dest-mk"), *MERGEKIT_OPTIONS]
                 measure(f"{name} mergekit", cmd, n_in)
@@ -234,6 +252,9 @@ def main() -> None:
     for name in args.methods.split(","):
         f = f2 if name == "slerp" else f3
         lines.append(f"| {name} ours / floor | {med[f'{name} ours'] / f:.2f} |")
+        for run in (f"{name} ours, first run", f"{name} before, first run"):
+            if run in med:
+                lines.append(f"| {run} / floor | {med[run] / f:.2f} |")
         if f"{name} before" in med:
             lines.append(f"| {name} before / floor | {med[f'{name} before'] / f:.2f} |")
             lines.append(

@@ -20,7 +20,7 @@ import sys
 heavy = sorted(m for m in ("torch", "numpy", "safetensors", "pydantic") if m in sys.modules)
 ours = sorted(m for m in sys.modules if m.startswith(("mergekit_sg.cli.", "mergekit_sg.commands")))
 print("HEAVY", heavy, "OURS", [m for m in ours if m not in ("mergekit_sg.cli.app",
-      "mergekit_sg.cli.common")])
+      "mergekit_sg.cli.common", "mergekit_sg.cli.early")])
 """
 
 

@@ -14,6 +14,7 @@ import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from mergekit_sg.cli import early
 from mergekit_sg.cli.common import err_console
 from mergekit_sg.errors import SgMergeError, Terminated
 from mergekit_sg.version import TOOLKIT
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: runs a command; user errors print one line and return status 2, SIGINT
     returns 130 and SIGTERM 143, each with one line."""
     args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
+    early.start(args)  # the sources' hashes, while the command's modules are imported
     if "--ensemble" in args:  # scan --ensemble [probs|logits]
         from mergekit_sg.cli.scan import bare_ensemble
 

@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -63,20 +64,7 @@ def fd_sha256(fd: int, path: Path) -> str:
             named = os.stat(real)
             if (named.st_ino, named.st_dev) == (st.st_ino, st.st_dev):
                 return real.name
-    key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
-    cached = _load_cache().get(key)
-    if cached:
-        return cached
-    h = hashlib.sha256()
-    buf = bytearray(8 << 20)
-    view = memoryview(buf)
-    pos = 0
-    while n := os.preadv(fd, [buf], pos):
-        h.update(view[:n])
-        pos += n
-    digest = h.hexdigest()
-    _store(key, digest)
-    return digest
+    return _once(_fd_key(real, st), lambda: _digest(fd))  # type: ignore[return-value]
 
 
 def file_sha256(path: Path) -> str:
@@ -84,16 +72,87 @@ def file_sha256(path: Path) -> str:
     real = path.resolve()
     if _SHA.match(real.name) and "blobs" in real.parts:
         return real.name
-    key = _stat_key(real)
-    cached = _load_cache().get(key)
-    if cached:
-        return cached
+    return _once(_stat_key(real), lambda: _digest_path(real))  # type: ignore[return-value]
+
+
+def hash_ahead(paths: Sequence[Path]) -> threading.Thread:
+    """Hash `paths` into the cache in a background thread, the last first, skipping any a
+    thread is hashing already and any that cannot be read (the merge's own hashing reports
+    those). For a command's start: the interpreter imports torch on one core for 1.5-3 s, and
+    the other core can hash the sources meanwhile. The merge's hashing goes front to back, so
+    the two meet in the middle rather than one trailing the other file by file; a file one
+    thread is hashing, the other waits for instead of hashing it twice."""
+
+    def run() -> None:
+        for p in reversed(paths):
+            with contextlib.suppress(OSError):
+                real = p.resolve()
+                if _SHA.match(real.name) and "blobs" in real.parts:
+                    continue  # a Hub blob: named by its hash
+                fd = os.open(real, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                try:  # the key of the file read, whatever the path names meanwhile
+                    _once(_fd_key(real, os.fstat(fd)), lambda fd=fd: _digest(fd), wait=False)
+                finally:
+                    os.close(fd)
+
+    t = threading.Thread(target=run, name="sgmerge-hash-ahead", daemon=True)
+    t.start()
+    return t
+
+
+# digests made by this process (also where the cache file cannot be written), and the keys
+# some thread is hashing now
+_memo: dict[str, str] = {}
+_in_flight: dict[str, threading.Event] = {}
+_flight_lock = threading.Lock()
+
+
+def _once(key: str, compute: Callable[[], str], wait: bool = True) -> str | None:
+    """The digest of `key`: from this process or the cache, else compute() (then stored).
+    A key another thread is computing is waited for (`wait`, the digest it found returned)
+    or skipped (None), never computed twice at once."""
+    while True:
+        digest = _memo.get(key) or _load_cache().get(key)
+        if digest:
+            return digest
+        with _flight_lock:
+            done = _in_flight.get(key)
+            if done is None:
+                done = _in_flight[key] = threading.Event()
+                break
+        if not wait:
+            return None
+        done.wait()  # then from the memo, or (that thread failed) computed here
+    try:
+        digest = compute()
+        _memo[key] = digest
+        _store(key, digest)
+        return digest
+    finally:
+        with _flight_lock:
+            del _in_flight[key]
+        done.set()
+
+
+CHUNK = 32 << 20  # bytes a read: hashlib and preadv let go of the GIL for each
+
+
+def _digest(fd: int) -> str:
     h = hashlib.sha256()
-    with open(real, "rb") as f:
-        buf = bytearray(8 << 20)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    digest = h.hexdigest()
-    _store(key, digest)
-    return digest
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    pos = 0
+    while n := os.preadv(fd, [buf], pos):
+        h.update(view[:n])
+        pos += n
+    return h.hexdigest()
+
+
+def _digest_path(path: Path) -> str:
+    with open(path, "rb") as f:
+        return _digest(f.fileno())
+
+
+def _fd_key(real: Path, st: os.stat_result) -> str:
+    """The cache key of an open file (as _stat_key's of its path)."""
+    return f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"

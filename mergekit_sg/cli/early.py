@@ -1,0 +1,71 @@
+"""Work a command starts before its own module, and torch, are imported: the interpreter
+spends 1.5-3 s importing them on one core while the other cores idle. `merge` and
+`interpolate` record every source file's SHA-256 (the provenance in the card and the
+safetensors metadata); a file not hashed before costs ~0.65 s a GB on a core (OpenSSL with
+the SHA extensions, 1.5 GB/s here), and the command's own hashing runs beside its merge.
+Started here, the hashing of local safetensors files begins at once (io.hashing.hash_ahead;
+the command waits for a file in flight instead of hashing it again). Best effort: the
+arguments are only looked at, never judged; what cannot be read here is left to the command,
+which reports it."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+MAX_CONFIG = 1 << 20  # bytes: a merge config is a few KB; anything larger is not read here
+VALUE_FLAGS = {"-o", "--out"}  # the destination: an existing one is no source
+
+
+def local_weights(ref: str) -> list[Path]:
+    """The safetensors files of a local checkpoint reference (a folder, or one file)."""
+    p = Path(ref)
+    if p.is_dir():
+        return sorted(p.glob("*.safetensors"))
+    if p.suffix == ".safetensors" and p.is_file():
+        return [p]
+    return []
+
+
+def _config_refs(path: Path) -> list[str]:
+    """The model references of a mergekit config: base_model and each model's `model`."""
+    import yaml
+
+    if not path.is_file() or path.stat().st_size > MAX_CONFIG:
+        return []
+    cfg = yaml.safe_load(path.read_text())
+    if not isinstance(cfg, dict):
+        return []
+    refs = [cfg.get("base_model")]
+    for m in cfg.get("models") or []:
+        refs.append(m.get("model") if isinstance(m, dict) else m)
+    return [r for r in refs if isinstance(r, str)]
+
+
+def sources(args: list[str]) -> list[Path]:
+    """The local weight files a `merge CONFIG` or `interpolate PRE FT` command line names
+    (in the order the command hashes them), or none."""
+    if not args or args[0] not in ("merge", "interpolate") or "--help" in args:
+        return []
+    words, skip = [], False
+    for a in args[1:]:
+        if a == "--":
+            break
+        if skip or a.startswith("-"):
+            skip = a in VALUE_FLAGS
+            continue
+        words.append(a)
+    if args[0] == "interpolate":
+        return [f for r in words[:2] for f in local_weights(r)]
+    refs = _config_refs(Path(words[0])) if words else []
+    return [f for r in refs for f in local_weights(r)]
+
+
+def start(args: list[str]) -> None:
+    """Begin hashing the sources of the command line `args` in the background."""
+    with contextlib.suppress(Exception):  # the command reads and judges them itself
+        files = sources(args)
+        if files:
+            from mergekit_sg.io.hashing import hash_ahead
+
+            hash_ahead(files)
