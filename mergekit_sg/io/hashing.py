@@ -134,7 +134,7 @@ def _once(key: str, compute: Callable[[], str], wait: bool = True) -> str | None
         done.set()
 
 
-CHUNK = 32 << 20  # bytes a read: hashlib and preadv let go of the GIL for each
+CHUNK = 8 << 20  # bytes a read: hashlib and preadv let go of the GIL for each
 
 
 def _digest(fd: int) -> str:
