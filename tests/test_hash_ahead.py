@@ -91,7 +91,7 @@ def test_hash_ahead_fills_the_cache_last_file_first(
     assert len(order) == 3  # the later asks came from the memo
 
 
-def test_hash_ahead_skips_a_file_in_flight_and_a_missing_one(
+def test_hash_ahead_skips_a_file_in_flight_a_missing_one_and_a_fifo(
     tmp_path: Path, counted: list[int]
 ) -> None:
     busy = _blob(tmp_path / "busy.safetensors", 10_000, 3)
@@ -99,8 +99,10 @@ def test_hash_ahead_skips_a_file_in_flight_and_a_missing_one(
     st = busy.stat()
     key = hashing._fd_key(busy.resolve(), st)
     hashing._in_flight[key] = threading.Event()  # another thread "is hashing" it
+    fifo = tmp_path / "fifo.safetensors"
+    os.mkfifo(fifo)  # no writer: a blocking open would never return
     try:
-        t = hashing.hash_ahead([busy, tmp_path / "gone.safetensors", other])
+        t = hashing.hash_ahead([busy, tmp_path / "gone.safetensors", fifo, other])
         t.join(timeout=30)
         assert not t.is_alive()  # did not wait for the busy file
         assert len(counted) == 1  # `other` only

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -89,9 +90,13 @@ def hash_ahead(paths: Sequence[Path]) -> threading.Thread:
                 real = p.resolve()
                 if _SHA.match(real.name) and "blobs" in real.parts:
                     continue  # a Hub blob: named by its hash
-                fd = os.open(real, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                # not blocking: a FIFO under a weight file's name must not hang the thread
+                flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+                fd = os.open(real, flags)
                 try:  # the key of the file read, whatever the path names meanwhile
-                    _once(_fd_key(real, os.fstat(fd)), lambda fd=fd: _digest(fd), wait=False)
+                    st = os.fstat(fd)
+                    if stat.S_ISREG(st.st_mode):  # the command refuses anything else itself
+                        _once(_fd_key(real, st), lambda fd=fd: _digest(fd), wait=False)
                 finally:
                     os.close(fd)
 
