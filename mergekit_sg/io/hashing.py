@@ -3,7 +3,10 @@ hashed once; Hub cache blobs are named by their SHA-256 already and are never re
 
 `fd_sha256` hashes through a descriptor the reader already holds (pread, so the reader's own
 reads are not disturbed): the hash is of the very bytes the data was read from, even if the
-path is renamed over or deleted meanwhile."""
+path is renamed over or deleted meanwhile. `hash_ahead` starts hashing files in a thread of
+its own (a command's start, cli/early.py); a digest is made once per file and process, a file
+another thread is hashing waited for, and one made early serves only a descriptor of the same
+file (path, size, mtime and inode: the cache's key)."""
 
 from __future__ import annotations
 
