@@ -5,22 +5,26 @@ merge; its summary lines and its recipe command."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mergekit_sg.commands.format import human_bytes
 from mergekit_sg.commands.push import push_headline, push_output
 from mergekit_sg.commands.recipe import RecipeContext, RecipeResult, recipe_command
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.card import CardExtras
-from mergekit_sg.io.dtypes import itemsize
 from mergekit_sg.io.hub import PushResult, preflight
 from mergekit_sg.io.progress import Progress
-from mergekit_sg.merge import InterpolateOptions, InterpolateResult
-from mergekit_sg.models.clip_classifier import interpolate_with_head
+from mergekit_sg.merge.options import InterpolateOptions
+
+if TYPE_CHECKING:
+    from mergekit_sg.merge.interpolate import InterpolateResult
+
+# The merge itself (models.clip_classifier, merge.interpolate: torch) is imported where it
+# runs: `sgmerge interpolate --help` needs only the options model, and answers without torch.
 
 __all__ = [
     "RECIPE",
     "InterpolateOptions",
-    "InterpolateResult",
     "interpolate_and_push",
     "summary_lines",
 ]
@@ -48,6 +52,8 @@ def interpolate_and_push(
         preflight(repo)
     elif options.private:
         raise SgMergeError("--private needs --push-to-hub REPO")
+    from mergekit_sg.models.clip_classifier import interpolate_with_head
+
     res = interpolate_with_head(
         pretrained, finetuned, out, options, progress=progress, command=command, extras=extras
     )
@@ -88,6 +94,8 @@ RECIPE = recipe_command(
 def summary_lines(res: InterpolateResult, seconds: float) -> list[str]:
     """What `sgmerge interpolate` prints: each output, then tensors, bytes and time."""
     n = len(res.plan.entries)
+    from mergekit_sg.io.dtypes import itemsize
+
     nbytes = sum(e.numel * itemsize(e.out_dtype) for e in res.plan.entries)
     copied = sum(1 for e in res.plan.entries if e.rule.kind == "copy")
     lines = [f"alpha={alpha:g} -> [bold]{path}[/]" for alpha, path in res.outputs.items()]

@@ -6,27 +6,29 @@ lines and recipe command."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
 from mergekit_sg.commands.format import human_bytes
 from mergekit_sg.commands.recipe import RecipeContext, RecipeResult, recipe_command
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.io.dtypes import itemsize
 from mergekit_sg.io.progress import Progress
-from mergekit_sg.merge.merge import MergeResult, as_spec, check_config, merge, parse_grid
 from mergekit_sg.merge.mergekit_config import MergeSpec
 from mergekit_sg.merge.options import RunOptions
 from mergekit_sg.options import build_options
+
+if TYPE_CHECKING:
+    from mergekit_sg.merge.merge import MergeResult
+
+# The merge itself (merge.merge, torch) is imported where it runs: `sgmerge merge --help`
+# needs only the options model here, and answers without importing torch.
 
 __all__ = [
     "RECIPE",
     "MergeOptions",
     "MergeRecipeOptions",
-    "check_config",
     "merge_command",
-    "parse_grid",
     "run_options",
     "summary_lines",
 ]
@@ -55,6 +57,8 @@ class MergeRecipeOptions(MergeOptions):
 
     @model_validator(mode="after")
     def _check_config(self) -> MergeRecipeOptions:
+        from mergekit_sg.merge.merge import check_config, parse_grid
+
         try:
             check_config(self.config, parse_grid(self.param))
         except SgMergeError as e:
@@ -77,6 +81,8 @@ def merge_command(
     """`sgmerge merge`: the config merged into `out`, or one output per grid point into
     `out/NAME-V`; `--dtype` replaces the config's output dtype."""
     opts: MergeOptions = build_options(MergeOptions, options, kwargs)
+    from mergekit_sg.merge.merge import as_spec, check_config, merge, parse_grid
+
     grid = parse_grid(opts.param)
     spec = as_spec(config)
     check_config(spec, grid)
@@ -88,6 +94,8 @@ def merge_command(
 def summary_lines(res: MergeResult, seconds: float) -> list[str]:
     """What `sgmerge merge` prints: each output, then tensors, bytes and time."""
     es = res.plan.entries
+    from mergekit_sg.io.dtypes import itemsize
+
     nbytes = sum(e.numel * itemsize(e.out_dtype) for e in es)
     copied = sum(1 for e in es if e.params is None)
     lines = [
