@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 import typer
 
 from mergekit_sg.cli.common import console
-from mergekit_sg.commands.diff import diff_checkpoints, diff_json, diff_view
 
 
 def diff_cmd(
@@ -23,6 +22,9 @@ def diff_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Compare two checkpoints: ||B - A|| / ||A|| per group, and any key or shape mismatch."""
+    # imported here, not above: --help needs none of it (no torch)
+    from mergekit_sg.commands.diff import diff_checkpoints, diff_json, diff_view
+
     rep = diff_checkpoints(a, b, group_by)
     if as_json:
         console.print_json(diff_json(rep))

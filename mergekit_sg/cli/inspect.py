@@ -8,12 +8,7 @@ import typer
 
 from mergekit_sg.cli.common import console
 from mergekit_sg.cli.flags import with_options
-from mergekit_sg.commands.inspect import (
-    InterpolateOptions,
-    inspect_checkpoint,
-    summary_json,
-    summary_view,
-)
+from mergekit_sg.merge.options import InterpolateOptions
 
 # only the options that decide which merge rule a tensor gets (--groups)
 RULE_OPTIONS = ("alpha", "alpha_for", "exclude", "only", "excluded_from", "fisher", "strict")
@@ -36,6 +31,9 @@ def inspect_cmd(
     options: InterpolateOptions,
 ) -> None:
     """Describe a checkpoint without reading its tensor data."""
+    # imported here, not above: --help needs only the options (no torch)
+    from mergekit_sg.commands.inspect import inspect_checkpoint, summary_json, summary_view
+
     s = inspect_checkpoint(checkpoint, options if groups else None)
     if as_json:
         console.print_json(summary_json(s))
