@@ -24,15 +24,19 @@ print("HEAVY", heavy, "OURS", [m for m in ours if m not in ("mergekit_sg.cli.app
 """
 
 
-def _probe(body: str) -> str:
-    out = subprocess.run(
+def _run_probe(body: str) -> str:
+    """All that the probe printed (its last line: what it loaded)."""
+    return subprocess.run(
         [sys.executable, "-c", PROBE.format(body=body)],
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     ).stdout
-    return out.strip().splitlines()[-1]
+
+
+def _probe(body: str) -> str:
+    return _run_probe(body).strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], []])
@@ -49,13 +53,7 @@ def test_merge_and_inspect_commands_help_import_no_torch(command: str, flag: str
     """The streaming and inspecting commands' --help need their options only: the work
     (torch) is imported where it runs (1.6-1.8 s -> 0.2-0.4 s measured here)."""
     body = f"from mergekit_sg.cli.app import main\nprint(main([{command!r}, '--help']))"
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE.format(body=body)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+    out = _run_probe(body)
     assert flag in out and "Usage: sgmerge " + command in out
     heavy = out.strip().splitlines()[-1].split(" OURS ")[0]
     assert heavy == "HEAVY ['pydantic']", heavy
