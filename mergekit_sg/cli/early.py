@@ -19,7 +19,7 @@ VALUE_FLAGS = {"-o", "--out"}  # the destination: an existing one is no source
 
 def local_weights(ref: str) -> list[Path]:
     """The safetensors files of a local checkpoint reference (a folder, or one file)."""
-    p = Path(ref)
+    p = Path(ref).expanduser()  # as io.reference reads it; never a Hub lookup here
     if p.is_dir():
         return sorted(p.glob("*.safetensors"))
     if p.suffix == ".safetensors" and p.is_file():

@@ -93,9 +93,9 @@ RECIPE = recipe_command(
 
 def summary_lines(res: InterpolateResult, seconds: float) -> list[str]:
     """What `sgmerge interpolate` prints: each output, then tensors, bytes and time."""
-    n = len(res.plan.entries)
     from mergekit_sg.io.dtypes import itemsize
 
+    n = len(res.plan.entries)
     nbytes = sum(e.numel * itemsize(e.out_dtype) for e in res.plan.entries)
     copied = sum(1 for e in res.plan.entries if e.rule.kind == "copy")
     lines = [f"alpha={alpha:g} -> [bold]{path}[/]" for alpha, path in res.outputs.items()]

@@ -80,9 +80,9 @@ def merge_command(
 ) -> MergeResult:
     """`sgmerge merge`: the config merged into `out`, or one output per grid point into
     `out/NAME-V`; `--dtype` replaces the config's output dtype."""
-    opts: MergeOptions = build_options(MergeOptions, options, kwargs)
     from mergekit_sg.merge.merge import as_spec, check_config, merge, parse_grid
 
+    opts: MergeOptions = build_options(MergeOptions, options, kwargs)
     grid = parse_grid(opts.param)
     spec = as_spec(config)
     check_config(spec, grid)
@@ -93,9 +93,9 @@ def merge_command(
 
 def summary_lines(res: MergeResult, seconds: float) -> list[str]:
     """What `sgmerge merge` prints: each output, then tensors, bytes and time."""
-    es = res.plan.entries
     from mergekit_sg.io.dtypes import itemsize
 
+    es = res.plan.entries
     nbytes = sum(e.numel * itemsize(e.out_dtype) for e in es)
     copied = sum(1 for e in es if e.params is None)
     lines = [

@@ -33,8 +33,12 @@ def cache_file() -> Path:
 
 
 def _stat_key(path: Path) -> str:
-    st = path.stat()
-    return f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    return _fd_key(path, path.stat())
+
+
+def _hub_blob(real: Path) -> bool:
+    """A file of the Hub cache's blobs/, named by its SHA-256."""
+    return bool(_SHA.match(real.name)) and "blobs" in real.parts
 
 
 def _load_cache() -> dict[str, str]:
@@ -63,7 +67,7 @@ def fd_sha256(fd: int, path: Path) -> str:
     """The SHA-256 (hex) of the open file `fd` (opened from `path`), read with pread."""
     real = path.resolve()
     st = os.fstat(fd)
-    if _SHA.match(real.name) and "blobs" in real.parts:
+    if _hub_blob(real):
         with contextlib.suppress(OSError):
             named = os.stat(real)
             if (named.st_ino, named.st_dev) == (st.st_ino, st.st_dev):
@@ -74,7 +78,7 @@ def fd_sha256(fd: int, path: Path) -> str:
 def file_sha256(path: Path) -> str:
     """The file's SHA-256 (hex), from the Hub blob name or the cache when possible."""
     real = path.resolve()
-    if _SHA.match(real.name) and "blobs" in real.parts:
+    if _hub_blob(real):
         return real.name
     return _once(_stat_key(real), lambda: _digest_path(real))  # type: ignore[return-value]
 
@@ -91,8 +95,8 @@ def hash_ahead(paths: Sequence[Path]) -> threading.Thread:
         for p in reversed(paths):
             with contextlib.suppress(OSError):
                 real = p.resolve()
-                if _SHA.match(real.name) and "blobs" in real.parts:
-                    continue  # a Hub blob: named by its hash
+                if _hub_blob(real):
+                    continue  # named by its hash
                 # not blocking: a FIFO under a weight file's name must not hang the thread
                 flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
                 fd = os.open(real, flags)
