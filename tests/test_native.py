@@ -652,6 +652,29 @@ def test_nth_equal_is_the_boolean_select(idx_t: type) -> None:
             assert ta._nth_equal(native.lib(), vals, idx, v, r) == int(want[r])
 
 
+@needs_native
+@pytest.mark.parametrize("m,step", [(1, 1), (100, 7), (5000, 33)])
+def test_strided_sample_is_the_abs_difference_every_step(m: int, step: int) -> None:
+    """gta_absdiff_strided_n (the bracket's sample, with its prefetches ahead): out[i * m + k]
+    = |x_i[k * step] - base[k * step]| in float32, bfloat16 and float32 inputs mixed, the
+    last sample at the tensor's end (nothing read or prefetched past it matters)."""
+    import ctypes
+
+    g = torch.Generator().manual_seed(m)
+    n = (m - 1) * step + 1
+    base = torch.randn(n, generator=g).to(torch.bfloat16)
+    xs = [torch.randn(n, generator=g).to(torch.bfloat16), torch.randn(n, generator=g)]
+    out = np.empty(2 * m, np.float32)
+    ptrs = (ctypes.c_void_p * 2)(*[x.data_ptr() for x in xs])
+    codes = (ctypes.c_int32 * 2)(native.DT_BF16, native.DT_F32)
+    native.lib().gta_absdiff_strided_n(
+        base.data_ptr(), native.DT_BF16, ptrs, codes, 2, m, step, out.ctypes.data
+    )
+    for i, x in enumerate(xs):
+        want = (x.float()[::step] - base.float()[::step]).abs().numpy()
+        assert np.array_equal(out[i * m : (i + 1) * m], want)
+
+
 def _dare_sums_reference(
     b: torch.Tensor, x: torch.Tensor, start: int, key: int, t: int
 ) -> tuple[float, float]:

@@ -843,12 +843,22 @@ void gta_absdiff_bracket_n(const void *base, int32_t base_dtype, gta_scan *sc, i
     }
 }
 
+#define STRIDED_AHEAD 128 /* samples prefetched ahead */
 /* The bracket select's samples of n_x inputs: out[i * m + k] = |x_i[k * step] - base[k *
  * step]| for k < m, the base element read once for all. */
 void gta_absdiff_strided_n(const void *base, int32_t base_dtype, const void *const *xs,
                            const int32_t *x_dtypes, int32_t n_x, int64_t m, int64_t step,
                            float *out) {
+    /* Each sample is a cache line of its own (the stride is 8 to 1000 elements): without
+     * the prefetches, one memory latency after another (0.4 CPU-s of a 1.1B TIES). */
+    const size_t bs = base_dtype == DT_F32 ? 4 : 2;
     for (int64_t k = 0; k < m; k++) {
+        if (k + STRIDED_AHEAD < m) {
+            const int64_t ahead = (k + STRIDED_AHEAD) * step;
+            __builtin_prefetch((const char *)base + ahead * bs);
+            for (int i = 0; i < n_x; i++)
+                __builtin_prefetch((const char *)xs[i] + ahead * (x_dtypes[i] == DT_F32 ? 4 : 2));
+        }
         float b;
         load(base, base_dtype, k * step, 1, &b);
         for (int i = 0; i < n_x; i++) {
