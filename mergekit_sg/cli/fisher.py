@@ -10,7 +10,7 @@ import typer
 
 from mergekit_sg.cli.common import console, record_recipe
 from mergekit_sg.cli.flags import with_options
-from mergekit_sg.commands.fisher import FisherOptions, compute_fisher
+from mergekit_sg.tune.fisher.fisher_options import FisherOptions
 
 
 @with_options(FisherOptions)
@@ -23,6 +23,10 @@ def fisher_cmd(
     options: FisherOptions,
 ) -> None:
     """Estimate the diagonal Fisher of a model on data (for EWC and Fisher-weighted merging)."""
+    from mergekit_sg.commands.fisher import (
+        compute_fisher,
+    )  # the work (torch) where it runs: --help stays light
+
     res = compute_fisher(out, options, quiet=quiet)
     record_recipe("fisher", out, options)
     if not quiet:

@@ -10,7 +10,7 @@ import typer
 
 from mergekit_sg.cli.common import console, record_recipe
 from mergekit_sg.cli.flags import with_options
-from mergekit_sg.commands.mergetune import MergetuneOptions, mergetune, summary_lines
+from mergekit_sg.tune.mergetuning.mergetune_options import MergetuneOptions
 
 
 @with_options(MergetuneOptions)
@@ -24,6 +24,11 @@ def mergetune_cmd(
 ) -> None:
     """Continue a fine-tuned model so it keeps low-loss linear paths to the zero-shot model and
     to itself (MERGETUNE); check with `sgmerge lmc ZERO_SHOT OUT FINETUNED`."""
+    from mergekit_sg.commands.mergetune import (
+        mergetune,
+        summary_lines,
+    )  # the work (torch) where it runs: --help stays light
+
     res = mergetune(out, options, quiet=quiet)
     record_recipe("mergetune", out, options)
     if quiet:

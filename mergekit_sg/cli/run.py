@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from mergekit_sg.cli.common import command_line, console
-from mergekit_sg.commands.recipe import Recipe
-from mergekit_sg.commands.run import (
-    check_destination_free,
-    check_inputs_match,
-    check_recipe,
-    load_recipes,
-    plan_rows,
-    run_recipe,
-    run_recipes,
-    with_force,
-)
 from mergekit_sg.io.progress import make_progress
+
+if TYPE_CHECKING:
+    from mergekit_sg.commands.recipe import Recipe
 
 
 def print_plan(recipe: Recipe) -> None:
     """What a run would do: the command, its inputs, destination and the options it sets."""
+    from mergekit_sg.commands.run import plan_rows
+
     t = Table("", "", title=f"would run: {recipe.command.name}", show_header=False)
     for key, value in plan_rows(recipe):
         t.add_row(key, value)
@@ -53,6 +47,16 @@ def run_cmd(
 
     The options are validated by the same model as the command's flags; every output records
     the recipe (sgmerge_recipe.yaml next to it, and in its model card)."""
+    from mergekit_sg.commands.run import (  # the work (torch) where it runs: --help stays light
+        check_destination_free,
+        check_inputs_match,
+        check_recipe,
+        load_recipes,
+        run_recipe,
+        run_recipes,
+        with_force,
+    )
+
     recs = load_recipes(recipe)
     if dry_run:
         for rec in recs:

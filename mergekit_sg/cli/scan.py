@@ -9,15 +9,9 @@ import typer
 
 from mergekit_sg.cli.common import console, record_recipe
 from mergekit_sg.cli.flags import with_options
-from mergekit_sg.commands.lmc import LmcOptions, lmc_command, lmc_table
-from mergekit_sg.commands.scan import (
-    ScanOptions,
-    scan_command,
-    scan_config_command,
-    scan_table,
-)
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.io.progress import make_progress
+from mergekit_sg.path.options import LmcOptions, ScanOptions
 
 MIXES = ("probs", "logits")
 
@@ -52,6 +46,12 @@ def scan_cmd(
 ) -> None:
     """Evaluate speciality and generality at every alpha, pick the best, plot the trade-off;
     with --config CFG --param NAME=VALUES, along a merge method's coefficient instead."""
+    from mergekit_sg.commands.scan import (
+        scan_command,
+        scan_config_command,
+        scan_table,
+    )  # the work (torch) where it runs: --help stays light
+
     if options.config:
         if pretrained or finetuned:
             raise SgMergeError(
@@ -90,6 +90,11 @@ def lmc_cmd(
     options: LmcOptions,
 ) -> None:
     """Loss along the linear path(s) and the barrier height, max of L(alpha) above the chord."""
+    from mergekit_sg.commands.lmc import (
+        lmc_command,
+        lmc_table,
+    )  # the work (torch) where it runs: --help stays light
+
     report = lmc_command(checkpoints, out, options, make_progress(quiet))
     if len(checkpoints) in (2, 3):  # the lmc recipe (a, b) or lmc-mergetune (three models)
         names = ("a", "b") if len(checkpoints) == 2 else ("zero_shot", "continued", "finetuned")

@@ -10,8 +10,8 @@ import typer
 
 from mergekit_sg.cli.common import console, record_recipe
 from mergekit_sg.cli.flags import with_options
-from mergekit_sg.commands.soup import SoupOptions, soup, summary_lines
 from mergekit_sg.io.progress import make_progress
+from mergekit_sg.path.options import SoupOptions
 
 
 @with_options(SoupOptions)
@@ -29,6 +29,11 @@ def soup_cmd(
 ) -> None:
     """Model soup: the mean of the candidates, or with --greedy (and --model, --eval) only those
     that improve the held-out score, best first; the card says what went in and why."""
+    from mergekit_sg.commands.soup import (
+        soup,
+        summary_lines,
+    )  # the work (torch) where it runs: --help stays light
+
     t0 = time.perf_counter()
     rep = soup(candidates, out, options, progress=make_progress(quiet))
     record_recipe("soup", rep.merged.out, options, extra={"candidates": list(candidates)})

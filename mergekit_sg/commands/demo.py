@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from mergekit_sg.errors import SgMergeError
 
 if TYPE_CHECKING:
-    from mergekit_sg.path.lmc import PathBarrier
+    from mergekit_sg.path.barriers import PathBarrier
     from mergekit_sg.path.run import ScanReport
 
 
@@ -105,7 +105,7 @@ def run_demo(work: Path, settings: DemoSettings, quiet: bool = False) -> DemoRes
     """Fine-tune, scan, write the best alpha, and measure the barrier, all under `work`."""
     from mergekit_sg.commands.scan import scan_command
     from mergekit_sg.io.progress import make_progress
-    from mergekit_sg.path.lmc import path_barrier
+    from mergekit_sg.path.barriers import path_barrier
     from mergekit_sg.tune import finetune
 
     pre = minilm_dir()

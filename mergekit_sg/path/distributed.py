@@ -15,7 +15,7 @@ from mergekit_sg.jobs import Executor, Job, job_board, resources_for, run_jobs, 
 from mergekit_sg.models.adapters import load_model
 from mergekit_sg.models.linear_path import LinearPath
 from mergekit_sg.path.records import Record, RecordStore
-from mergekit_sg.path.scan import EvalInfo, ScanPoint, ScanResult
+from mergekit_sg.path.walk import EvalInfo, ScanPoint, ScanResult
 
 # metrics of one share: (alpha, evaluator name) -> metric -> value
 ShareMetrics = list[tuple[float, str, dict[str, float]]]

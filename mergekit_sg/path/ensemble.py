@@ -11,7 +11,7 @@ from mergekit_sg.evals.base import Evaluator
 from mergekit_sg.evals.ensemble import EndpointOutputs, endpoint_outputs
 from mergekit_sg.models.ensemble import Mix, ModelPair
 from mergekit_sg.path.records import Record, RecordStore
-from mergekit_sg.path.scan import ScanPoint
+from mergekit_sg.path.walk import ScanPoint
 
 COST = "seconds"  # the metric an output-space record carries beside the evaluator's
 

@@ -38,7 +38,7 @@ from mergekit_sg.path.run import (
     resolve_device,
     selected_report,
 )
-from mergekit_sg.path.scan import scan_path
+from mergekit_sg.path.walk import scan_path
 
 
 class RemergePath:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from mergekit_sg.device import resolve_device
 from mergekit_sg.errors import SgMergeError
@@ -19,12 +17,6 @@ from mergekit_sg.io.checkpoint import open_checkpoint
 from mergekit_sg.io.dtypes import user_dtype
 from mergekit_sg.io.hashing import file_sha256
 from mergekit_sg.io.progress import NullProgress, Progress
-from mergekit_sg.io.tracking import (
-    ReportToList,
-    experiment_field,
-    logging_dir_field,
-    report_to_field,
-)
 from mergekit_sg.jobs import Executor
 from mergekit_sg.merge.interpolate import InterpolateResult
 from mergekit_sg.merge.merge import MergeResult
@@ -32,102 +24,14 @@ from mergekit_sg.models.adapters import LoadedModel, load_model
 from mergekit_sg.models.linear_path import LinearPath
 from mergekit_sg.options import build_options
 from mergekit_sg.path.alphas import parse_alphas
+from mergekit_sg.path.barriers import PathBarrier, path_barrier
 from mergekit_sg.path.distributed import scan_path_jobs, side_weights_of
-from mergekit_sg.path.lmc import PathBarrier, path_barrier
+from mergekit_sg.path.options import LmcOptions, PathOptions, ScanOptions
 from mergekit_sg.path.records import RecordStore
-from mergekit_sg.path.scan import ScanResult, scan_path, with_endpoints
-from mergekit_sg.path.select import Rule, Selection, select
+from mergekit_sg.path.selection import Selection, select
+from mergekit_sg.path.walk import ScanResult, scan_path, with_endpoints
 
 RESULTS = "results.jsonl"
-
-
-class PathOptions(BaseModel):
-    """What every walk along a linear path needs."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(
-        description="Model spec: open_clip:ARCH, hf[:TASK] or python:module:function."
-    )
-    eval: list[str] = Field(
-        default=[],
-        description="NAME=KIND:ARG[,key=value] (repeatable); a NAME starting with "
-        "speciality or generality sets the role.",
-    )
-    device: str = Field(default="auto", description="cpu, cuda[:N] or auto (a GPU if any).")
-    compute_dtype: Literal["float32", "float64"] = Field(
-        default="float32", description="Dtype of the interpolation arithmetic."
-    )
-    resume: bool = Field(
-        default=True, description="Skip alphas already recorded in OUT/results.jsonl."
-    )
-    ray: str | None = Field(
-        default=None,
-        description="Split the alphas across Ray workers: auto (the running cluster), "
-        "local (start one here) or ADDRESS.",
-    )
-    ray_cpus: int = Field(
-        default=1, ge=1, description="CPUs (threads) each Ray worker uses on a CPU run."
-    )
-
-
-class ScanOptions(PathOptions):
-    """sgmerge scan: speciality and generality along pretrained -> fine-tuned."""
-
-    alphas: str = Field(
-        default="0:1:0.1",
-        description="START:STOP:STEP or a comma list.",
-        json_schema_extra={"metavar": "VALUES"},
-    )
-    select: Rule = Field(default="max-hm", description="max-hm, max-generality or max-speciality.")
-    min_speciality: str | None = Field(
-        default=None,
-        description="Floor for max-generality: absolute, or 0.98x / 98% of the fine-tuned's.",
-    )
-    min_generality: str | None = Field(
-        default=None,
-        description="Floor for max-speciality: absolute, or 0.9x / 90% of the pretrained's.",
-    )
-    write_best: str | None = Field(
-        default=None, description="Write the selected alpha's model here."
-    )
-    force: bool = Field(default=False, description="Replace an existing --write-best destination.")
-    config: str | None = Field(
-        default=None,
-        description="A mergekit config to scan instead of PRETRAINED FINETUNED: its --param "
-        "coefficient takes each value (no PRETRAINED FINETUNED then).",
-    )
-    param: list[str] = Field(
-        default=[],
-        description="NAME=VALUES with --config (e.g. lambda=0:1:0.1): the coefficient scanned; "
-        "a task-vector method's lambda walks a linear path (a WiSE-FT point's cost), other "
-        "coefficients are merged again per value.",
-    )
-    ensemble: Literal["probs", "logits"] | None = Field(
-        default=None,
-        description="Also score, at every alpha, the output-space ensemble of the two models "
-        "(both held live): probs (softmax probabilities averaged; the default of a bare "
-        "--ensemble) or logits.",
-    )
-    report_to: ReportToList = report_to_field()
-    logging_dir: str | None = logging_dir_field()
-    experiment: str | None = experiment_field()
-
-
-class LmcOptions(PathOptions):
-    """sgmerge lmc: loss along the path(s) and the barrier heights."""
-
-    alphas: str = Field(
-        default="0:1:0.05",
-        description="START:STOP:STEP or a comma list.",
-        json_schema_extra={"metavar": "VALUES"},
-    )
-    metric: str | None = Field(
-        default=None, description="Metric to take barriers on (default: loss/nll)."
-    )
-    report_to: ReportToList = report_to_field()
-    logging_dir: str | None = logging_dir_field()
-    experiment: str | None = experiment_field()
 
 
 def fingerprint(ref: str | Path, side_weights: tuple[str, ...] = ()) -> str:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import ConfigDict, Field
 
 from mergekit_sg.errors import SgMergeError
 from mergekit_sg.evals.base import Evaluator
@@ -30,40 +29,10 @@ from mergekit_sg.merge.soup import SoupResult, SoupStep, greedy_soup, greedy_sou
 from mergekit_sg.models.adapters import load_model
 from mergekit_sg.models.linear_path import checkpoint_names, load_live, read_tensors
 from mergekit_sg.options import build_options
+from mergekit_sg.path.options import SoupOptions
 from mergekit_sg.path.run import make_evaluators, resolve_device
 
 StateDict = dict[str, torch.Tensor]
-
-
-class SoupOptions(RunOptions):
-    """sgmerge soup FT1 FT2 ... -o OUT: the uniform soup, or with --greedy the greedy one."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = Field(
-        default=None,
-        description="Model spec for --eval: open_clip:ARCH, hf[:TASK] or python:module:function.",
-    )
-    eval: list[str] = Field(
-        default=[],
-        description="NAME=KIND:ARG[,key=value] (repeatable): the held-out evaluator(s); the score "
-        "is the mean of their primary metrics (lower-is-better ones negated).",
-    )
-    greedy: bool = Field(
-        default=False,
-        description="Greedy soup: add each candidate (best first) only if the soup improves.",
-    )
-    dtype: Literal["float32", "float16", "bfloat16", "float64"] | None = Field(
-        default=None, description="Output dtype of floating tensors (default: the inputs')."
-    )
-    ray: str | None = Field(
-        default=None,
-        description="Evaluate the candidates and soup trials as Ray jobs: auto (the running "
-        "cluster), local (start one here) or ADDRESS.",
-    )
-    ray_cpus: int = Field(
-        default=1, ge=1, description="CPUs (threads) each Ray worker uses on a CPU run."
-    )
 
 
 @dataclass

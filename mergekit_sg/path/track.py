@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from mergekit_sg.io.tracking import Tracker, flatten, open_tracker
 from mergekit_sg.path.run import LmcReport, ScanReport
-from mergekit_sg.path.scan import ScanResult
+from mergekit_sg.path.walk import ScanResult
 
 
 def scan_tracker(

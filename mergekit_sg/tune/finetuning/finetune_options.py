@@ -14,10 +14,11 @@ from mergekit_sg.io.tracking import (
     logging_dir_field,
     report_to_field,
 )
-from mergekit_sg.tune.finetuning.regularizers import Reduction, RegParams
 from mergekit_sg.tune.tasks.task_options import TaskOptions
 
 Reg = Literal["none", "l1", "l2", "ewc", "kd"]
+RegParams = Literal["all", "no-head", "no-norms-biases"]  # what a penalty covers
+Reduction = Literal["sum", "mean"]  # a penalty's sum, or its mean per parameter
 
 
 class FinetuneOptions(TaskOptions):

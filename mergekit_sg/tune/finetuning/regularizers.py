@@ -13,13 +13,12 @@ strength means the same on models of different sizes; "sum" is the textbook form
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-RegParams = Literal["all", "no-head", "no-norms-biases"]
-Reduction = Literal["sum", "mean"]
+from mergekit_sg.tune.finetuning.finetune_options import Reduction, RegParams
+
 Named = Mapping[str, torch.Tensor]
 
 

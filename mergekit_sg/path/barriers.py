@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.path.scan import ScanResult
+from mergekit_sg.path.walk import ScanResult
 
 
 def barrier(alphas: list[float], losses: list[float]) -> tuple[float, float]:

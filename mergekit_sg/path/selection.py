@@ -4,12 +4,10 @@ the other (absolute, or relative to the endpoint that is best at it: '0.98x' or 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from mergekit_sg.errors import SgMergeError
-from mergekit_sg.path.scan import ScanResult
-
-Rule = Literal["max-hm", "max-generality", "max-speciality"]
+from mergekit_sg.path.options import Rule
+from mergekit_sg.path.walk import ScanResult
 
 
 @dataclass(frozen=True)
