@@ -138,7 +138,8 @@ def test_lazy_faces_give_their_names_after_every_submodule_loaded(face: str) -> 
     """A lazy face (PEP 562) names what its modules define; importing a submodule binds the
     submodule's own name on the package, so no public name may be a submodule's name (path's
     `lmc`, `scan` and `select` functions once were): with every submodule imported first,
-    each name is still the object its table points at, and none is a module."""
+    each name is still the object its table points at, and none is a module; every name in
+    `__all__` resolves."""
     import importlib
     import pkgutil
     import types
@@ -153,3 +154,5 @@ def test_lazy_faces_give_their_names_after_every_submodule_loaded(face: str) -> 
         got = getattr(pkg, name)
         assert not isinstance(got, types.ModuleType), f"{face}.{name} is a module"
         assert got is getattr(importlib.import_module(module), attr or name), name
+    for name in pkg.__all__:  # the face's public names all resolve
+        assert not isinstance(getattr(pkg, name), types.ModuleType), name
