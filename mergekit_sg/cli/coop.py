@@ -22,10 +22,8 @@ def coop_cmd(
     options: CoopOptions,
 ) -> None:
     """Learn a CoOp prompt (context vectors before each class name) for a frozen CLIP."""
-    from mergekit_sg.commands.coop import (
-        coop,
-        prompt_lines,
-    )  # the work (torch) where it runs: --help stays light
+    # the work (torch) is imported where it runs: --help stays light
+    from mergekit_sg.commands.coop import coop, prompt_lines
 
     res = coop(out, options, quiet=quiet)
     record_recipe("coop", out, options)

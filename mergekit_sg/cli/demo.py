@@ -21,9 +21,8 @@ def demo_cmd(
     """Fine-tune real all-MiniLM-L6-v2 on Rotten Tomatoes from a zero-shot head, scan alpha for
     speciality vs generality, write the best alpha's model, report the loss barrier (a few
     minutes on two CPU cores)."""
-    from mergekit_sg.commands.scan import (
-        scan_table,
-    )  # the work (torch) where it runs: --help stays light
+    # the work (torch) is imported where it runs: --help stays light
+    from mergekit_sg.commands.scan import scan_table
 
     settings = DemoSettings()
     work = fresh_dir(workdir)

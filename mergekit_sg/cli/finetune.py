@@ -25,9 +25,8 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a pretrained model, optionally with a forgetting mitigation; the output is a
     plain checkpoint that interpolates with the pretrained one (see --save-init)."""
-    from mergekit_sg.commands.finetune import (
-        finetune,
-    )  # the work (torch) where it runs: --help stays light
+    # the work (torch) is imported where it runs: --help stays light
+    from mergekit_sg.commands.finetune import finetune
 
     res = finetune(out, options, quiet=quiet)
     if quiet:

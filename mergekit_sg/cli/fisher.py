@@ -23,9 +23,8 @@ def fisher_cmd(
     options: FisherOptions,
 ) -> None:
     """Estimate the diagonal Fisher of a model on data (for EWC and Fisher-weighted merging)."""
-    from mergekit_sg.commands.fisher import (
-        compute_fisher,
-    )  # the work (torch) where it runs: --help stays light
+    # the work (torch) is imported where it runs: --help stays light
+    from mergekit_sg.commands.fisher import compute_fisher
 
     res = compute_fisher(out, options, quiet=quiet)
     record_recipe("fisher", out, options)

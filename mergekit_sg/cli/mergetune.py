@@ -24,10 +24,8 @@ def mergetune_cmd(
 ) -> None:
     """Continue a fine-tuned model so it keeps low-loss linear paths to the zero-shot model and
     to itself (MERGETUNE); check with `sgmerge lmc ZERO_SHOT OUT FINETUNED`."""
-    from mergekit_sg.commands.mergetune import (
-        mergetune,
-        summary_lines,
-    )  # the work (torch) where it runs: --help stays light
+    # the work (torch) is imported where it runs: --help stays light
+    from mergekit_sg.commands.mergetune import mergetune, summary_lines
 
     res = mergetune(out, options, quiet=quiet)
     record_recipe("mergetune", out, options)

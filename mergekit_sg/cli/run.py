@@ -47,7 +47,8 @@ def run_cmd(
 
     The options are validated by the same model as the command's flags; every output records
     the recipe (sgmerge_recipe.yaml next to it, and in its model card)."""
-    from mergekit_sg.commands.run import (  # the work (torch) where it runs: --help stays light
+    # the work (torch) is imported where it runs: --help stays light
+    from mergekit_sg.commands.run import (
         check_destination_free,
         check_inputs_match,
         check_recipe,

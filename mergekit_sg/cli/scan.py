@@ -46,11 +46,8 @@ def scan_cmd(
 ) -> None:
     """Evaluate speciality and generality at every alpha, pick the best, plot the trade-off;
     with --config CFG --param NAME=VALUES, along a merge method's coefficient instead."""
-    from mergekit_sg.commands.scan import (
-        scan_command,
-        scan_config_command,
-        scan_table,
-    )  # the work (torch) where it runs: --help stays light
+    # the work (torch) is imported where it runs: --help stays light
+    from mergekit_sg.commands.scan import scan_command, scan_config_command, scan_table
 
     if options.config:
         if pretrained or finetuned:
@@ -90,10 +87,8 @@ def lmc_cmd(
     options: LmcOptions,
 ) -> None:
     """Loss along the linear path(s) and the barrier height, max of L(alpha) above the chord."""
-    from mergekit_sg.commands.lmc import (
-        lmc_command,
-        lmc_table,
-    )  # the work (torch) where it runs: --help stays light
+    # the work (torch) is imported where it runs: --help stays light
+    from mergekit_sg.commands.lmc import lmc_command, lmc_table
 
     report = lmc_command(checkpoints, out, options, make_progress(quiet))
     if len(checkpoints) in (2, 3):  # the lmc recipe (a, b) or lmc-mergetune (three models)

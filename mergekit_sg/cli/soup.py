@@ -29,10 +29,8 @@ def soup_cmd(
 ) -> None:
     """Model soup: the mean of the candidates, or with --greedy (and --model, --eval) only those
     that improve the held-out score, best first; the card says what went in and why."""
-    from mergekit_sg.commands.soup import (
-        soup,
-        summary_lines,
-    )  # the work (torch) where it runs: --help stays light
+    # the work (torch) is imported where it runs: --help stays light
+    from mergekit_sg.commands.soup import soup, summary_lines
 
     t0 = time.perf_counter()
     rep = soup(candidates, out, options, progress=make_progress(quiet))
