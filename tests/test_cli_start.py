@@ -122,6 +122,7 @@ def test_unknown_command_is_one_line(capsys: pytest.CaptureFixture[str]) -> None
 LAZY_FACES = [
     "mergekit_sg.io",
     "mergekit_sg.merge",
+    "mergekit_sg.merge.methods",
     "mergekit_sg.path",
     "mergekit_sg.tune",
     "mergekit_sg.tune.core",

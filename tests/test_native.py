@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from mergekit_sg.merge.merge import merge
-from mergekit_sg.merge.methods import ChunkCtx, Params, native
+from mergekit_sg.merge.methods import ChunkCtx, Params, native, tops
 from mergekit_sg.merge.methods import select as sel
 from mergekit_sg.merge.methods import task_arithmetic as ta
 
@@ -595,9 +595,10 @@ def test_stats_from_mapped_tensors_give_the_same_bytes(
     m, p, plain = _stats(name, xs, {}, per)
     with pytest.MonkeyPatch.context() as mp:
         if idx64:
-            mp.setattr(ta, "IDX32_MAX", 0)
+            mp.setattr(tops, "IDX32_MAX", 0)
         if small_cap:
-            mp.setattr(ta, "first_cap", lambda n: 16)
+            mp.setattr(tops, "first_cap", lambda n: 16)  # the in-place scan's
+            mp.setattr(ta, "first_cap", lambda n: 16)  # the buffer's (gather)
         inplace = m.stats(_MappedReader(xs, arena), ChunkCtx("layer.w", n, 0, 3), p, len(xs))
     for i, a in (plain or {}).items():
         b = inplace[i]
@@ -633,10 +634,10 @@ def test_radix_ranks_equal_numpy_partition(m, levels, scale, fracs, seed) -> Non
     vals = (torch.randint(0, levels, (m,), generator=g).double() * scale / levels).float()
     vals = vals.numpy().copy()
     ranks = sorted(int(f * m) for f in fracs)
-    got = ta._ranks(native.lib(), vals, ranks)
+    got = tops.ranks_native(native.lib(), vals, ranks)
     assert got == [np.partition(vals, r)[r] for r in ranks]
     vals[m // 2] = np.nan
-    assert ta._ranks(native.lib(), vals, ranks) is None
+    assert tops.ranks_native(native.lib(), vals, ranks) is None
 
 
 @needs_native
@@ -649,7 +650,7 @@ def test_nth_equal_is_the_boolean_select(idx_t: type) -> None:
     for v in (0.0, 2.0, 4.0):
         want = idx[vals == v]
         for r in (0, 1, len(want) // 2, len(want) - 1):
-            assert ta._nth_equal(native.lib(), vals, idx, v, r) == int(want[r])
+            assert tops.nth_equal_native(native.lib(), vals, idx, v, r) == int(want[r])
 
 
 @needs_native

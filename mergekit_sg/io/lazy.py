@@ -122,6 +122,14 @@ class Checkpoint:
         st = self._st_of(info)
         return None if st is None else st.view_range(info.offset, info.nbytes)
 
+    def stored_at(self, name: str) -> tuple[os.stat_result, int, int] | None:
+        """Where a tensor's bytes are: the stat of the safetensors file read (through the
+        descriptor the data is read from), their absolute offset and length; None for other
+        formats."""
+        info = self.tensors[name]
+        st = self._st_of(info)
+        return None if st is None else (os.fstat(st.fileno()), info.offset, info.nbytes)
+
     def populate_mapped(self, name: str, start: int, count: int) -> None:
         """Fault in the mapped pages of elements [start, start + count) of a tensor
         (`SafetensorsFile.populate_range`)."""

@@ -28,6 +28,7 @@ from mergekit_sg.io.safetensors_write import (
     StreamingWriter,
     placed_start,
 )
+from mergekit_sg.merge.early_stats import CODES, Loc, file_id
 from mergekit_sg.merge.methods import ChunkCtx, Params, native
 from mergekit_sg.merge.plan import MergePlan, PlanEntry
 
@@ -59,6 +60,7 @@ def stats_ahead() -> int:
 
 
 _DONE = object()
+_LOC_CODES = {torch.float32: CODES["F32"], torch.bfloat16: CODES["BF16"]}
 _CHECKED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # aminmax has these
 
 
@@ -572,6 +574,18 @@ class _TensorReader:
     ) -> torch.Tensor:
         i, name = self.e.slots[k]  # type: ignore[misc]
         return self.sources[i].read_flat(name, start, count, scratch=scratch)
+
+    def location(self, k: int) -> Loc | None:
+        """Where slot k's stored bytes are, as `early_stats` names them (None: not a
+        float32/bfloat16 safetensors tensor)."""
+        i, name = self.e.slots[k]  # type: ignore[misc]
+        ck = self.sources[i]
+        got = ck.stored_at(name)
+        code = _LOC_CODES.get(ck.tensors[name].dtype)
+        if got is None or code is None:
+            return None
+        st, offset, nbytes = got
+        return (*file_id(st), offset, nbytes, code)
 
     def mapped(self, k: int) -> tuple[np.ndarray, torch.dtype] | None:
         """Slot k's whole stored tensor as a zero-copy view of the page cache (uint8) and

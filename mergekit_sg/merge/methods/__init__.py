@@ -1,45 +1,26 @@
-"""The merge methods by name (mergekit's names where mergekit has the method)."""
+"""The merge methods by name (mergekit's names where mergekit has the method), the method
+protocol, and the C kernels (`native`). The names below are imported on first use (PEP 562):
+the kernels and the exact top-k selection (`native`, `select`, `tops`) import without torch,
+so a statistics pass can start while torch is still being imported."""
 
 from __future__ import annotations
 
-from mergekit_sg.errors import SgMergeError
-from mergekit_sg.merge.methods.base import ChunkCtx, Method, Params
-from mergekit_sg.merge.methods.geometric import ModelStock, Slerp
-from mergekit_sg.merge.methods.linear import Fisher, Lerp, Linear
-from mergekit_sg.merge.methods.task_arithmetic import (
-    Breadcrumbs,
-    BreadcrumbsTies,
-    DareLinear,
-    DareTies,
-    TaskArithmetic,
-    Ties,
-)
+from typing import TYPE_CHECKING
 
-METHODS: dict[str, type[Method]] = {
-    m.name: m
-    for m in (
-        Lerp,
-        Linear,
-        Fisher,
-        TaskArithmetic,
-        Ties,
-        DareLinear,
-        DareTies,
-        Breadcrumbs,
-        BreadcrumbsTies,
-        Slerp,
-        ModelStock,
-    )
+from mergekit_sg.exports import lazy_exports
+
+if TYPE_CHECKING:
+    from mergekit_sg.merge.methods.base import ChunkCtx, Method, Params
+    from mergekit_sg.merge.methods.registry import METHODS, get_method
+
+_LAZY = {
+    "ChunkCtx": "mergekit_sg.merge.methods.base",
+    "Method": "mergekit_sg.merge.methods.base",
+    "Params": "mergekit_sg.merge.methods.base",
+    "METHODS": "mergekit_sg.merge.methods.registry",
+    "get_method": "mergekit_sg.merge.methods.registry",
 }
 
-
-def get_method(name: str) -> Method:
-    """The method called `name`; one line naming the known ones otherwise."""
-    if name not in METHODS:
-        raise SgMergeError(
-            f"merge_method: unknown method {name!r} (known: {', '.join(sorted(METHODS))})"
-        )
-    return METHODS[name]()
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = ["METHODS", "ChunkCtx", "Method", "Params", "get_method"]

@@ -19,9 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch tensors come in, but the selection itself imports no torch
+    import torch
 
 
 @dataclass
@@ -58,7 +61,7 @@ class TopSet:
             eq = w.clone().eq_(self.value)  # float 1/0: a bool result is 8x slower on CPU
             n_eq = int(eq.sum())
             if before + n_eq >= self.ties:
-                pos = torch.nonzero(eq).flatten()[self.ties - before - 1]
+                pos = eq.nonzero().flatten()[self.ties - before - 1]
                 self.cut = start + int(pos) + 1
                 self._eq_before.clear()
             else:

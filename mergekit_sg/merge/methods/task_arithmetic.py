@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mergekit_sg.merge import early_stats
 from mergekit_sg.merge.methods import native
 from mergekit_sg.merge.methods.base import (
     COMPUTE_BLOCK,
@@ -43,17 +44,16 @@ from mergekit_sg.merge.methods.base import (
     tensor_seed,
 )
 from mergekit_sg.merge.methods.select import (
-    BRACKET_MIN,
     TopSet,
-    bracket_limit,
-    bracket_of_sample,
-    kth_numpy,
     resolve_cut,
     sample_step,
     top_set,
-    top_set_of_scan,
     top_set_scan,
 )
+from mergekit_sg.merge.methods.tops import first_cap
+from mergekit_sg.merge.methods.tops import kth_native as _kth
+from mergekit_sg.merge.methods.tops import ranks_native as _ranks
+from mergekit_sg.merge.methods.tops import scan_tops as _scan_tops
 
 
 def _finite(v: float) -> float:
@@ -370,7 +370,11 @@ class TaskArithmeticFamily(Method):
         if mag and not rescale and whole(0) is not None:
             xs = {i: w for i in act if (w := whole(i)) is not None}
             sizes = {i: self._sizes(p.per_input[i], n) for i in xs}
-            tops_of = _scan_tops(lib, whole(0), xs, n, sizes, arena)  # type: ignore[arg-type]
+            tops_of = _computed_ahead(read, sizes, n)
+            rest = {i: w for i, w in xs.items() if i not in tops_of}
+            if rest:
+                more = _scan_tops(lib, whole(0), rest, n, {i: sizes[i] for i in rest}, arena)  # type: ignore[arg-type]
+                tops_of.update(more)
         dare: dict[int, np.ndarray] = {}
         bits: dict[int, np.ndarray | None] = {}
         if not mag and rescale and act:  # DARE: l1 and kept sums and the keep bits, per input
@@ -668,6 +672,25 @@ class TaskArithmeticFamily(Method):
         return mixed.add_(base)
 
 
+def _computed_ahead(read: Reader, sizes: dict[int, list[int]], n: int) -> dict[int, list[Any]]:
+    """The top sets `early_stats` computed ahead (while torch was imported) for these inputs,
+    where it has every set of an input: the same function of the same bytes as `_scan_tops`
+    (looked up by where the bytes are, n and the count), so the same sets."""
+    location = getattr(read, "location", None)
+    base = location(0) if location is not None else None
+    if base is None:
+        return {}
+    out: dict[int, list[Any]] = {}
+    for i, counts in sizes.items():
+        x = location(i)
+        if x is None:
+            continue
+        got = [early_stats.take(base, x, n, c) for c in counts]
+        if all(found for found, _ in got):
+            out[i] = [top for _, top in got]
+    return out
+
+
 def _kind(top: TopSet | None, n: int) -> tuple[int, float, int]:
     """A top set as the kernel's (kind, value, cut)."""
     assert top is not None
@@ -681,159 +704,6 @@ def _kind(top: TopSet | None, n: int) -> tuple[int, float, int]:
 
 
 _CODES = {torch.float32: native.DT_F32, torch.bfloat16: native.DT_BF16}
-IDX32_MAX = 2**31 - 1  # tensors up to this size gather int32 flat indices (half the stores)
-
-
-def first_cap(n: int) -> int:
-    """The candidate room of a bracket scan's first pass: n/32 (about twice the expected
-    count), at least 4096, at most the limit; a scan that finds more (and no more than the
-    limit) is run again with room for them all."""
-    return min(bracket_limit(n), max(1 << 12, n >> 5))
-
-
-def _kth(lib: Any, vals: np.ndarray, j: int) -> tuple[float, int, int]:
-    """select.kth_numpy by the kernels' radix count (the same value and counts)."""
-    vals = np.ascontiguousarray(vals, dtype=np.float32)
-    v, more, eq = ctypes.c_float(), ctypes.c_int64(), ctypes.c_int64()
-    rc = lib.gta_kth(
-        vals.ctypes.data, vals.size, j, ctypes.byref(v), ctypes.byref(more), ctypes.byref(eq)
-    )
-    if rc != 0:
-        return kth_numpy(vals, j)
-    return v.value, more.value, eq.value
-
-
-def _ranks(lib: Any, vals: np.ndarray, ranks: list[int]) -> list[float] | None:
-    """The values of the given ranks (0-based, ascending order) of non-negative float32
-    values by the kernels' radix count; None where it cannot tell (NaN, no memory), and
-    select.py partitions instead: the same values either way (an order statistic is a
-    value, whichever method finds it)."""
-    vals = np.ascontiguousarray(vals, dtype=np.float32)
-    r = np.asarray(ranks, dtype=np.int64)
-    got = np.empty(len(ranks), dtype=np.float32)
-    if lib.gta_ranks(vals.ctypes.data, vals.size, r.ctypes.data, len(ranks), got.ctypes.data):
-        return None
-    return list(got)
-
-
-def _nth_equal(lib: Any, vals: np.ndarray, idx: np.ndarray, v: float, r: int) -> int:
-    """The flat index of the r-th (0-based) candidate equal to v: `idx[vals == v][r]` in
-    one pass of the kernels, without the boolean mask and the copy."""
-    got = lib.gta_nth_equal(
-        vals.ctypes.data, idx.ctypes.data, int(idx.dtype == np.int32), vals.size, v, r
-    )
-    return int(idx[vals == v][r]) if got < 0 else int(got)
-
-
-def _scan_tops(
-    lib: Any,
-    base: tuple[np.ndarray, int],
-    xs: dict[int, tuple[np.ndarray, int]],
-    n: int,
-    sizes: dict[int, list[int]],
-    arena: Any,
-) -> dict[int, list[TopSet | None]]:
-    """The magnitude sets (the c largest of |x_i - base| for each c in sizes[i]) of inputs
-    read in place (xs: slot -> (stored tensor, kernel dtype code)), by the bracket select of
-    `select.top_set_scan` with one read of the base for all of them: the strided samples of
-    every input in one pass (gta_absdiff_strided_n), each set's bracket from its sample
-    (radix ranks), one pass counting and gathering every set's candidates
-    (gta_absdiff_bracket_n: the base converted once per block, |tau| never stored), then each
-    threshold and cut from its candidates (`top_set_of_scan`). A set whose bracket misses
-    (NaN, too many candidates, v outside it) is None: the caller partitions. The candidate
-    buffers come from the arena (reused from tensor to tensor) where there is one."""
-    out: dict[int, list[TopSet | None]] = {i: [None] * len(sizes[i]) for i in xs}
-    jobs: list[tuple[int, int, int]] = []  # (slot, set, c)
-    for i in xs:
-        for j, c in enumerate(sizes[i]):
-            if c >= n:
-                out[i][j] = TopSet(0.0, 0, everything=True)
-            elif c <= 0:
-                out[i][j] = TopSet(0.0, 0, nothing=True)
-            elif n >= BRACKET_MIN:
-                jobs.append((i, j, c))
-    if not jobs:
-        return out
-    slots = sorted({i for i, _, _ in jobs})
-    row = {i: r for r, i in enumerate(slots)}
-    step = sample_step(n)
-    m = -(-n // step)
-    samples = np.empty((len(slots), m), np.float32)
-    lib.gta_absdiff_strided_n(
-        base[0].ctypes.data,
-        base[1],
-        (ctypes.c_void_p * len(slots))(*[xs[i][0].ctypes.data for i in slots]),
-        (ctypes.c_int32 * len(slots))(*[xs[i][1] for i in slots]),
-        len(slots),
-        m,
-        step,
-        samples.ctypes.data,
-    )
-    ranks = partial(_ranks, lib)
-    brackets = [bracket_of_sample(samples[row[i]].copy(), n, n - c, ranks) for i, _, c in jobs]
-    limit = bracket_limit(n)
-    idx_t = np.int32 if n <= IDX32_MAX else np.int64
-    isz = np.dtype(idx_t).itemsize
-
-    def scan(which: list[int], caps: list[int], room: Any) -> Any:
-        """One pass for the jobs `which`, with candidate room caps; (scan results, buffers)."""
-        sc = (native.GtaScan * len(which))()
-        bufs = []
-        for t, (k, cap) in enumerate(zip(which, caps, strict=True)):
-            i = jobs[k][0]
-            vals, idx = room(t, cap)
-            bufs.append((vals, idx))
-            g = sc[t]
-            g.x, g.dtype, g.idx32 = xs[i][0].ctypes.data, xs[i][1], int(idx_t is np.int32)
-            g.lo, g.hi = brackets[k]
-            g.vals, g.idx, g.cap = vals.ctypes.data, idx.ctypes.data, cap
-        lib.gta_absdiff_bracket_n(base[0].ctypes.data, base[1], sc, len(which), n)
-        return sc, bufs
-
-    cap0 = first_cap(n)
-    if arena is not None:  # idx arrays first (aligned), then the values
-        space = arena(len(jobs) * cap0 * (isz + 4)).numpy()
-        ni = len(jobs) * cap0 * isz
-
-        def room(t: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
-            vals = space[ni + t * cap * 4 : ni + (t + 1) * cap * 4].view(np.float32)
-            return vals, space[t * cap * isz : (t + 1) * cap * isz].view(idx_t)
-    else:
-
-        def room(t: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
-            return np.empty(cap, np.float32), np.empty(cap, idx_t)
-
-    def fresh(t: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
-        return np.empty(cap, np.float32), np.empty(cap, idx_t)
-
-    which = list(range(len(jobs)))
-    sc, bufs = scan(which, [cap0] * len(jobs), room)
-    results: dict[int, Any] = {}
-    again = []
-    for t, k in enumerate(which):
-        g = sc[t]
-        if g.found > limit:
-            results[k] = None
-        elif g.found > cap0:  # more than the first guess: once more, room for them all
-            again.append((k, g.found))
-        else:
-            vals, idx = bufs[t]
-            results[k] = (g.below, g.above, vals[: g.found], idx[: g.found])
-    # the sets from the first pass, before a second pass could need the arena
-    nth = partial(_nth_equal, lib)
-    kth = partial(_kth, lib)
-    for k, got in results.items():
-        i, j, c = jobs[k]
-        out[i][j] = top_set_of_scan(n, c, got, kth, nth)
-    if again:
-        sc, bufs = scan([k for k, _ in again], [f for _, f in again], fresh)
-        for t, (k, f) in enumerate(again):
-            g = sc[t]
-            vals, idx = bufs[t]
-            got = (g.below, g.above, vals[: g.found], idx[: g.found]) if g.found <= f else None
-            i, j, c = jobs[k]
-            out[i][j] = top_set_of_scan(n, c, got, kth, nth)
-    return out
 
 
 class TaskArithmetic(TaskArithmeticFamily):

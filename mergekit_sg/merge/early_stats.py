@@ -1,0 +1,295 @@
+"""A TIES merge's statistics computed ahead, while Python imports torch.
+
+A TIES merge needs, per tensor and fine-tune, the exact set of the density * n largest
+|theta_i - theta_base| (the magnitude top set: its threshold v, the count of kept elements
+equal to v and where they end, the cut). That statistics pass reads every input once more and
+costs about as much CPU as the merge's own chunk kernel; on 2 cores it runs beside the chunk
+compute and sets the pace of the merge. The one stretch where a core waits is the start: the
+interpreter imports torch (1.5-3 s) on one core. The top sets need no torch (the safetensors
+headers, the inputs mapped from the page cache, the C kernels and numpy: `methods/tops.py`),
+so `sgmerge merge CONFIG` starts this pass from `cli/early.py` before torch is imported.
+
+What it computes is a pure function of the bytes: the top set of the c largest of
+|x - base| for a base tensor and an input tensor (each named by the file's identity, the
+tensor's byte offset and length, and its dtype) and a count c. The merge's statistics step
+asks for each (base, input, n, c) it needs and takes the result where this pass has it (or
+waits for one in flight); anything else it computes itself as before, and this pass then skips
+it. A config this pass reads differently from the merge (per-tensor rules, gradients) at worst
+computes sets nobody asks for; a set is never used for another key. Best effort throughout:
+any failure here leaves the statistics to the merge."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import stat
+import struct
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mergekit_sg.merge.methods.select import BRACKET_MIN, TopSet
+
+# (st_dev, st_ino, size, mtime_ns) of the file, the tensor's absolute byte offset and length,
+# and its kernel dtype code: where a tensor's bytes are, as both sides can name it
+Loc = tuple[int, int, int, int, int, int, int]
+Key = tuple[Loc, Loc, int, int]  # (base, input, n, c)
+
+CODES = {"F32": 0, "BF16": 1}  # safetensors dtype -> native.DT_F32 / DT_BF16
+MAX_HEADER = 100 << 20  # a safetensors header larger than this is not read here
+# The interpreter's switch interval while this pass runs: each kernel call gives the GIL up
+# and takes it back, and the import on the main thread holds it for up to the interval
+# (5 ms by default) each time. Sets done by the end of a 3.3 s torch import at 1.1B: ~100
+# of 312 at 5 ms, ~130 at 0.5 ms, ~150 at 0.1 ms, the import no slower.
+SWITCH_INTERVAL = 1e-4
+
+
+class _Registry:
+    """The sets computed ahead, the ones in flight, and the keys the merge took over."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.done: dict[Key, TopSet | None] = {}
+        self.flight: dict[Key, threading.Event] = {}
+        self.skip: set[Key] = set()
+        self.hits = 0  # sets the merge took from here (tests and benchmarks read it)
+        self.active = 0  # passes running: only then does a key asked for need remembering
+
+    def begin(self) -> None:
+        with self.lock:
+            if not self.active:  # sets of an earlier pass nobody took: stale now
+                self.done.clear()
+            self.active += 1
+
+    def end(self) -> None:
+        with self.lock:
+            self.active -= 1
+            if not self.active:
+                self.skip.clear()
+
+    def claim(self, key: Key) -> bool:
+        """Whether this pass should compute `key` (nobody has it, nobody asked for it yet)."""
+        with self.lock:
+            if key in self.done or key in self.flight or key in self.skip:
+                return False
+            self.flight[key] = threading.Event()
+            return True
+
+    def publish(self, key: Key, value: TopSet | None) -> None:
+        with self.lock:
+            self.done[key] = value
+            ev = self.flight.pop(key, None)
+        if ev is not None:
+            ev.set()
+
+    def take(self, key: Key) -> tuple[bool, TopSet | None]:
+        """(True, the set) where this pass computed it (waiting for one in flight); else
+        (False, None), and this pass will not compute it."""
+        with self.lock:
+            ev = self.flight.get(key)
+            if ev is None and key not in self.done:
+                if self.active:
+                    self.skip.add(key)
+                return False, None
+        if ev is not None:
+            ev.wait()
+        with self.lock:
+            if key not in self.done:  # abandoned (the pass failed): the merge computes it
+                return False, None
+            self.hits += 1
+            return True, self.done.pop(key)
+
+    def abandon(self, keys: list[Key]) -> None:
+        """Release keys this pass claimed but will not compute."""
+        with self.lock:
+            evs = [self.flight.pop(k) for k in keys if k in self.flight]
+        for ev in evs:
+            ev.set()
+
+
+REGISTRY = _Registry()
+
+
+def file_id(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def take(base: Loc, x: Loc, n: int, c: int) -> tuple[bool, TopSet | None]:
+    """The merge's question: the top set of the c largest of |x - base| (n elements), if this
+    pass has it (see `_Registry.take`)."""
+    return REGISTRY.take((base, x, n, c))
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One tensor of a safetensors file as this pass sees it."""
+
+    loc: Loc
+    numel: int
+    path: Path
+
+
+def read_header(path: Path) -> tuple[dict[str, Any], int, os.stat_result]:
+    """The header of a safetensors file, where its data begins, and the file's stat."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO named *.safetensors: no wait
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path}: not a regular file")
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > MAX_HEADER or 8 + n > st.st_size:
+            raise ValueError(f"{path}: not a safetensors header")
+        header = json.loads(f.read(n))
+    return header, 8 + n, st
+
+
+def stored_tensors(files: list[Path]) -> dict[str, Stored]:
+    """The float32 and bfloat16 tensors of a checkpoint's safetensors files, by name."""
+    out: dict[str, Stored] = {}
+    for path in files:
+        header, data, st = read_header(path)
+        fid = file_id(st)
+        for name, meta in header.items():
+            if name == "__metadata__" or meta.get("dtype") not in CODES:
+                continue
+            begin, end = meta["data_offsets"]
+            numel = int(np.prod(meta["shape"], dtype=np.int64))
+            loc = (*fid, data + begin, end - begin, CODES[meta["dtype"]])
+            out[name] = Stored(loc, numel, path)  # type: ignore[arg-type]
+    return out
+
+
+@dataclass(frozen=True)
+class Job:
+    """One tensor's sets: the base tensor, and per sparsified input its tensor and counts."""
+
+    name: str
+    n: int
+    base: Stored
+    inputs: list[tuple[Stored, list[int]]]
+
+
+def ties_jobs(base: list[Path], models: list[tuple[list[Path], float]]) -> list[Job]:
+    """The sets a TIES merge of `models` (each its files and its density) onto `base` asks
+    for: every float tensor large enough for the bracket select, present with its shape in
+    the base and an input whose density is under 1, in the base's file order; the count of
+    an input is max(1, int(density * n)), as the merge's own statistics step has it."""
+    b = stored_tensors(base)
+    ins = [(stored_tensors(files), d) for files, d in models if 0.0 < d < 1.0]
+    jobs = []
+    for name, st in sorted(b.items(), key=lambda kv: (str(kv[1].path), kv[1].loc[4])):
+        if st.numel < BRACKET_MIN:
+            continue
+        inputs = [
+            (tensors[name], [max(1, int(d * st.numel))])
+            for tensors, d in ins
+            if name in tensors and tensors[name].numel == st.numel
+        ]
+        if inputs:
+            jobs.append(Job(name, st.numel, st, inputs))
+    return jobs
+
+
+class _Maps:
+    """Read-only mappings of the files this pass reads: each the very file its header came
+    from (the same identity, or the pass stops), so a set is never filed under bytes other
+    than those it was computed from."""
+
+    def __init__(self) -> None:
+        self.maps: dict[Path, mmap.mmap] = {}
+
+    def view(self, s: Stored) -> tuple[np.ndarray, int]:
+        mm = self.maps.get(s.path)
+        if mm is None:
+            with open(s.path, "rb") as f:
+                if file_id(os.fstat(f.fileno())) != s.loc[:4]:  # replaced since its header
+                    raise ValueError(f"{s.path} changed while being read")
+                mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            self.maps[s.path] = mm
+        _, _, _, _, offset, nbytes, code = s.loc
+        return np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=offset), code
+
+    def close_file(self, path: Path) -> None:
+        """Unmap a file no later job reads: the process's resident set stays about a shard
+        of each checkpoint, not the checkpoints (the page cache keeps the data)."""
+        mm = self.maps.pop(path, None)
+        if mm is not None:
+            with contextlib.suppress(BufferError):
+                mm.close()
+
+    def close(self) -> None:
+        for mm in self.maps.values():
+            with contextlib.suppress(BufferError):
+                mm.close()
+        self.maps.clear()
+
+
+def _stored(job: Job) -> list[Stored]:
+    return [job.base, *[st for st, _ in job.inputs]]
+
+
+def run_jobs(jobs: list[Job], lib: Any, scan: Callable[..., Any]) -> None:
+    """Compute the sets of `jobs` in order (`scan`: methods.tops.scan_tops), each key claimed
+    first, published when done; a failure abandons what is left."""
+    maps = _Maps()
+    claimed: list[Key] = []
+    REGISTRY.begin()
+    try:
+        last_use = {st.path: j for j, job in enumerate(jobs) for st in _stored(job)}
+        for j, job in enumerate(jobs):
+            xs, sizes, keys = {}, {}, {}
+            for slot, (st, counts) in enumerate(job.inputs, start=1):
+                mine = [c for c in counts if REGISTRY.claim((job.base.loc, st.loc, job.n, c))]
+                if mine:
+                    keys[slot] = [(job.base.loc, st.loc, job.n, c) for c in mine]
+                    claimed += keys[slot]
+                    sizes[slot] = mine
+            if not keys:
+                continue
+            base = maps.view(job.base)
+            for slot in keys:
+                xs[slot] = maps.view(job.inputs[slot - 1][0])
+            tops = scan(lib, base, xs, job.n, sizes, None)
+            del base, xs
+            for slot, ks in keys.items():
+                for k, top in zip(ks, tops[slot], strict=True):
+                    REGISTRY.publish(k, top)
+            for path in [p for p, last in last_use.items() if last == j]:
+                maps.close_file(path)
+    finally:
+        REGISTRY.abandon(claimed)
+        REGISTRY.end()
+        maps.close()
+
+
+def start_ties(base: list[Path], models: list[tuple[list[Path], float]]) -> threading.Thread:
+    """Begin the top sets of a TIES merge of `models` (each its safetensors files and its
+    density) onto `base` in a background thread: the headers read, the C kernels loaded
+    (built on a first use), then `run_jobs`. Best effort: any failure leaves the sets to the
+    merge."""
+
+    def work() -> None:
+        from mergekit_sg.merge.methods import native
+        from mergekit_sg.merge.methods.tops import scan_tops
+
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        try:
+            with contextlib.suppress(Exception):
+                lib = native.lib()
+                if lib is not None:
+                    run_jobs(ties_jobs(base, models), lib, scan_tops)
+        finally:
+            if sys.getswitchinterval() == SWITCH_INTERVAL:  # nobody else changed it meanwhile
+                sys.setswitchinterval(old)
+
+    t = threading.Thread(target=work, name="sgmerge-early-stats", daemon=True)
+    t.start()
+    return t
