@@ -28,14 +28,20 @@ def local_weights(ref: str) -> list[Path]:
     return []
 
 
-def _config_refs(path: Path) -> list[str]:
-    """The model references of a mergekit config: base_model and each model's `model`."""
+def _read_config(path: Path) -> dict | None:
+    """A mergekit config as a mapping, or None (not a small file, not a mapping)."""
     import yaml
 
     if not path.is_file() or path.stat().st_size > MAX_CONFIG:
-        return []
+        return None
     cfg = yaml.safe_load(path.read_text())
-    if not isinstance(cfg, dict):
+    return cfg if isinstance(cfg, dict) else None
+
+
+def _config_refs(path: Path) -> list[str]:
+    """The model references of a mergekit config: base_model and each model's `model`."""
+    cfg = _read_config(path)
+    if cfg is None:
         return []
     refs = [cfg.get("base_model")]
     for m in cfg.get("models") or []:
@@ -53,12 +59,8 @@ def _density(params: object) -> float | None:
 def ties_inputs(path: Path) -> tuple[list[Path], list[tuple[list[Path], float]]] | None:
     """The base's files and, per model with a scalar density, its files and density, of a
     local `ties` config; None for anything else (see merge/early_stats.py)."""
-    import yaml
-
-    if not path.is_file() or path.stat().st_size > MAX_CONFIG:
-        return None
-    cfg = yaml.safe_load(path.read_text())
-    if not isinstance(cfg, dict) or cfg.get("merge_method") != "ties":
+    cfg = _read_config(path)
+    if cfg is None or cfg.get("merge_method") != "ties":
         return None
     base = cfg.get("base_model")
     base_files = local_weights(base) if isinstance(base, str) else []

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from mergekit_sg.merge.methods import native
 from mergekit_sg.merge.methods.select import BRACKET_MIN, TopSet
 
 # (st_dev, st_ino, size, mtime_ns) of the file, the tensor's absolute byte offset and length,
@@ -42,7 +43,7 @@ from mergekit_sg.merge.methods.select import BRACKET_MIN, TopSet
 Loc = tuple[int, int, int, int, int, int, int]
 Key = tuple[Loc, Loc, int, int]  # (base, input, n, c)
 
-CODES = {"F32": 0, "BF16": 1}  # safetensors dtype -> native.DT_F32 / DT_BF16
+CODES = {"F32": native.DT_F32, "BF16": native.DT_BF16}  # safetensors dtype -> kernel code
 MAX_HEADER = 100 << 20  # a safetensors header larger than this is not read here
 # The interpreter's switch interval while this pass runs: each kernel call gives the GIL up
 # and takes it back, and the import on the main thread holds it for up to the interval
@@ -225,14 +226,8 @@ class _Maps:
                 mm.close()
 
     def close(self) -> None:
-        for mm in self.maps.values():
-            with contextlib.suppress(BufferError):
-                mm.close()
-        self.maps.clear()
-
-
-def _stored(job: Job) -> list[Stored]:
-    return [job.base, *[st for st, _ in job.inputs]]
+        for path in list(self.maps):
+            self.close_file(path)
 
 
 def run_jobs(jobs: list[Job], lib: Any, scan: Callable[..., Any]) -> None:
@@ -242,7 +237,11 @@ def run_jobs(jobs: list[Job], lib: Any, scan: Callable[..., Any]) -> None:
     claimed: list[Key] = []
     REGISTRY.begin()
     try:
-        last_use = {st.path: j for j, job in enumerate(jobs) for st in _stored(job)}
+        last_use = {
+            st.path: j
+            for j, job in enumerate(jobs)
+            for st in [job.base, *(x for x, _ in job.inputs)]
+        }
         for j, job in enumerate(jobs):
             xs, sizes, keys = {}, {}, {}
             for slot, (st, counts) in enumerate(job.inputs, start=1):
@@ -276,7 +275,6 @@ def start_ties(base: list[Path], models: list[tuple[list[Path], float]]) -> thre
     merge."""
 
     def work() -> None:
-        from mergekit_sg.merge.methods import native
         from mergekit_sg.merge.methods.tops import scan_tops
 
         old = sys.getswitchinterval()

@@ -28,7 +28,6 @@ from mergekit_sg.io.safetensors_write import (
     StreamingWriter,
     placed_start,
 )
-from mergekit_sg.merge.early_stats import CODES, Loc, file_id
 from mergekit_sg.merge.methods import ChunkCtx, Params, native
 from mergekit_sg.merge.plan import MergePlan, PlanEntry
 
@@ -60,7 +59,6 @@ def stats_ahead() -> int:
 
 
 _DONE = object()
-_LOC_CODES = {torch.float32: CODES["F32"], torch.bfloat16: CODES["BF16"]}
 _CHECKED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # aminmax has these
 
 
@@ -575,17 +573,13 @@ class _TensorReader:
         i, name = self.e.slots[k]  # type: ignore[misc]
         return self.sources[i].read_flat(name, start, count, scratch=scratch)
 
-    def location(self, k: int) -> Loc | None:
-        """Where slot k's stored bytes are, as `early_stats` names them (None: not a
-        float32/bfloat16 safetensors tensor)."""
+    def stored_at(self, k: int) -> tuple[os.stat_result, int, int, torch.dtype] | None:
+        """Where slot k's stored bytes are: the file's stat, their offset and length, and
+        their dtype (None: not a safetensors tensor); see `Checkpoint.stored_at`."""
         i, name = self.e.slots[k]  # type: ignore[misc]
         ck = self.sources[i]
         got = ck.stored_at(name)
-        code = _LOC_CODES.get(ck.tensors[name].dtype)
-        if got is None or code is None:
-            return None
-        st, offset, nbytes = got
-        return (*file_id(st), offset, nbytes, code)
+        return None if got is None else (*got, ck.tensors[name].dtype)
 
     def mapped(self, k: int) -> tuple[np.ndarray, torch.dtype] | None:
         """Slot k's whole stored tensor as a zero-copy view of the page cache (uint8) and

@@ -676,8 +676,16 @@ def _computed_ahead(read: Reader, sizes: dict[int, list[int]], n: int) -> dict[i
     """The top sets `early_stats` computed ahead (while torch was imported) for these inputs,
     where it has every set of an input: the same function of the same bytes as `_scan_tops`
     (looked up by where the bytes are, n and the count), so the same sets."""
-    location = getattr(read, "location", None)
-    base = location(0) if location is not None else None
+    stored_at = getattr(read, "stored_at", None)
+
+    def location(k: int) -> early_stats.Loc | None:
+        got = stored_at(k) if stored_at is not None else None
+        if got is None or got[3] not in _CODES:
+            return None
+        st, offset, nbytes, dtype = got
+        return (*early_stats.file_id(st), offset, nbytes, _CODES[dtype])
+
+    base = location(0)
     if base is None:
         return {}
     out: dict[int, list[Any]] = {}
