@@ -135,10 +135,10 @@ def test_take_waits_for_a_set_in_flight_and_not_for_an_abandoned_one(
     registry: early_stats._Registry,
 ) -> None:
     loc = (1, 2, 3, 4, 5, 6, 1)
-    key = (loc, loc, 100, 10)
+    key = ("top", loc, loc, 100, 10)
     assert registry.claim(key) and not registry.claim(key)
     got: list = []
-    t = threading.Thread(target=lambda: got.append(early_stats.take(loc, loc, 100, 10)))
+    t = threading.Thread(target=lambda: got.append(early_stats.take_top(loc, loc, 100, 10)))
     t.start()
     time.sleep(0.05)
     assert t.is_alive()  # waiting for the set in flight
@@ -146,19 +146,19 @@ def test_take_waits_for_a_set_in_flight_and_not_for_an_abandoned_one(
     registry.publish(key, marker)  # type: ignore[arg-type]
     t.join(5)
     assert got == [(True, marker)] and registry.hits == 1
-    other = (loc, loc, 100, 11)
+    other = ("top", loc, loc, 100, 11)
     assert registry.claim(other)
-    t = threading.Thread(target=lambda: got.append(early_stats.take(loc, loc, 100, 11)))
+    t = threading.Thread(target=lambda: got.append(early_stats.take_top(loc, loc, 100, 11)))
     t.start()
     registry.abandon([other])  # the pass failed: the waiting merge computes it itself
     t.join(5)
     assert got[-1] == (False, None)
     registry.begin()  # while a pass runs, a key the merge computed itself is left alone
-    assert early_stats.take(loc, loc, 100, 12) == (False, None)
-    assert not registry.claim((loc, loc, 100, 12))
+    assert early_stats.take_top(loc, loc, 100, 12) == (False, None)
+    assert not registry.claim(("top", loc, loc, 100, 12))
     registry.end()  # and forgotten when no pass runs (nothing grows between merges)
     assert not registry.skip
-    assert early_stats.take(loc, loc, 100, 13) == (False, None) and not registry.skip
+    assert early_stats.take_top(loc, loc, 100, 13) == (False, None) and not registry.skip
 
 
 def test_command_lines_and_configs_it_starts_for(tmp_path: Path, ties_config: Path) -> None:
@@ -190,3 +190,106 @@ def test_a_fifo_named_like_a_shard_is_not_waited_on(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(ValueError, match="not a regular file"):
         early_stats.read_header(fifo)
+
+
+@pytest.fixture
+def dare_config(ties_config: Path) -> Path:
+    """The ties fixture's checkpoints as a dare_ties merge with a seed; the base listed among
+    the models too (the merge leaves it out of the slots, so must the pass)."""
+    cfg = yaml.safe_load(ties_config.read_text())
+    cfg["merge_method"] = "dare_ties"
+    cfg["seed"] = 7
+    cfg["models"].insert(0, {"model": cfg["base_model"]})
+    path = ties_config.parent / "dare.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("budget", [64 << 20, 0])
+def test_dare_sums_computed_ahead_merge_to_the_same_bytes(
+    dare_config: Path,
+    registry: early_stats._Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    budget: int,
+) -> None:
+    """DARE's rescale sums (and, where the budget has room, the keep bits) computed ahead
+    give the bytes of a merge that computes them itself: the same kernel call over the same
+    bytes with the same draw (seed, tensor name, slot)."""
+    import gc
+
+    from mergekit_sg.merge.methods import draws
+
+    want = merge(dare_config, tmp_path / "plain")
+    monkeypatch.setattr(draws, "BITS_BUDGET", budget)  # 0: the chunk kernel draws again
+    dare = early.dare_stats(["merge", str(dare_config), "-o", str(tmp_path / "ahead")])
+    assert dare is not None
+    base, models, seed = dare
+    assert [p.parent.name for p in base] == ["base", "base"]
+    assert [(files[0].parent.name, m) for files, m in models] == [
+        ("ft1", (1, 0.3)),
+        ("ft2", (2, 0.5)),
+    ]
+    assert seed == 7
+    early_stats.start_dare(*dare).join()
+    assert len(registry.done) == 4  # 2 large tensors x 2 fine-tunes
+    held = [v[2] is not None for v in registry.done.values()]
+    assert all(held) if budget else not any(held)
+    got = merge(dare_config, tmp_path / "ahead")
+    assert registry.hits == 4 and not registry.done and not registry.flight
+    assert _bytes(got.out) == _bytes(want.out)
+    gc.collect()
+    assert draws.bits_held() == 0  # the bits went with the merge's statistics
+
+
+def test_dare_command_line_and_configs_it_starts_for(
+    dare_config: Path, registry: early_stats._Registry, tmp_path: Path
+) -> None:
+    from mergekit_sg.cli.app import main
+
+    want = merge(dare_config, tmp_path / "plain")
+    assert main(["merge", str(dare_config), "-o", str(tmp_path / "cli"), "-q"]) == 0
+    assert _bytes(tmp_path / "cli") == _bytes(want.out)
+    argv = ["merge", str(dare_config)]
+    assert early.ties_stats(argv) is None and early.dare_stats(argv) is not None
+    assert early.dare_stats([*argv, "--param", "density=0.2,0.4"]) is None
+    cfg = yaml.safe_load(dare_config.read_text())
+    for change, want_slots in [
+        ({"merge_method": "dare_linear"}, [("ft1", 1), ("ft2", 2)]),
+        ({"merge_method": "ties"}, None),
+        ({"parameters": {"density": 0.5, "rescale": False}}, None),  # no sums to compute
+        ({"seed": "7"}, None),  # not a seed the merge takes
+        ({"parameters": {}}, [("ft1", 1)]),  # ft2 has no density: nothing dropped
+        ({"models": cfg["models"][1:]}, [("ft1", 1), ("ft2", 2)]),  # the base not listed
+        ({"models": [cfg["models"][2], cfg["models"][1]]}, [("ft2", 1), ("ft1", 2)]),
+    ]:
+        path = tmp_path / "other.yml"
+        path.write_text(yaml.safe_dump({**cfg, **change}))
+        got = early.dare_inputs(path)
+        slots = None if got is None else [(f[0].parent.name, m[0]) for f, m in got[1]]
+        assert slots == want_slots, change
+
+
+def test_dare_pass_hands_over_when_the_merge_asks_and_the_bits_budget_is_full(
+    dare_config: Path,
+    registry: early_stats._Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the merge asks, a full bits budget ends the pass (the merge's statistics, a
+    bounded number of tensors ahead, draw the rest with bits): what was done is taken, the
+    rest computed by the merge, the same bytes."""
+    from mergekit_sg.merge.methods import draws
+
+    want = merge(dare_config, tmp_path / "plain")
+    monkeypatch.setattr(draws, "BITS_BUDGET", 2 * ((300 * 256 + 7) // 8))  # one tensor's
+    dare = early.dare_stats(["merge", str(dare_config)])
+    assert dare is not None
+    registry.begin()  # as if a merge had begun and asked
+    registry.asked = True
+    early_stats.start_dare(*dare).join()
+    registry.end()
+    assert len(registry.done) == 2 and not registry.flight  # the first tensor's two inputs
+    got = merge(dare_config, tmp_path / "ahead")
+    assert registry.hits == 2
+    assert _bytes(got.out) == _bytes(want.out)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from mergekit_sg.merge.merge import merge
-from mergekit_sg.merge.methods import ChunkCtx, Params, native, tops
+from mergekit_sg.merge.methods import ChunkCtx, Params, draws, native, tops
 from mergekit_sg.merge.methods import select as sel
 from mergekit_sg.merge.methods import task_arithmetic as ta
 
@@ -793,13 +793,13 @@ def test_dare_keep_bits_are_capped_and_give_the_same_bytes(
     nbytes = (70001 + 7) // 8
     outs, kept = [], []
     for budget in (1 << 30, 2 * nbytes, 0):
-        monkeypatch.setattr(ta, "BITS_BUDGET", budget)
+        monkeypatch.setattr(draws, "BITS_BUDGET", budget)
         *_, st = _stats("dare_ties", xs, {}, per)
         kept.append(sum(s.bits is not None for s in st.values()))
         outs.append(_merge("dare_ties", xs, {}, per, 97, stats=st))
         del st
         gc.collect()
-        assert ta._bits_held == 0
+        assert draws.bits_held() == 0
     assert kept == [3, 2, 0]
     for o in outs[1:]:
         assert torch.equal(o.view(torch.int16), outs[0].view(torch.int16))

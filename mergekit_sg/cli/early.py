@@ -5,7 +5,8 @@ safetensors metadata); a file not hashed before costs ~0.65 s a GB on a core (Op
 the SHA extensions, 1.5 GB/s here), and the command's own hashing runs beside its merge.
 Started here, the hashing of local safetensors files begins at once (io.hashing.hash_ahead;
 the command waits for a file in flight instead of hashing it again), and so do the magnitude
-statistics of a `ties` merge (merge/early_stats.py). Best effort: the
+statistics of a `ties` merge and the rescale sums of a `dare_ties` or `dare_linear` merge
+(merge/early_stats.py). Best effort: the
 arguments are only looked at, never judged; what cannot be read here is left to the command,
 which reports it."""
 
@@ -56,27 +57,59 @@ def _density(params: object) -> float | None:
     return float(d) if isinstance(d, (int, float)) and not isinstance(d, bool) else None
 
 
-def ties_inputs(path: Path) -> tuple[list[Path], list[tuple[list[Path], float]]] | None:
-    """The base's files and, per model with a scalar density, its files and density, of a
-    local `ties` config; None for anything else (see merge/early_stats.py)."""
+def _models(path: Path, methods: tuple[str, ...]) -> tuple[dict, list[Path], list] | None:
+    """(the config, the base's files, per model other than the base: its slot as the merge
+    numbers it (1.. in config order), its files or [], its scalar density or None) of a
+    local config of one of `methods`; None for anything else."""
     cfg = _read_config(path)
-    if cfg is None or cfg.get("merge_method") != "ties":
+    if cfg is None or cfg.get("merge_method") not in methods:
         return None
     base = cfg.get("base_model")
     base_files = local_weights(base) if isinstance(base, str) else []
     if not base_files:
         return None
     default = _density(cfg.get("parameters"))
-    models = []
+    models, slot = [], 0
     for m in cfg.get("models") or []:
-        if not isinstance(m, dict) or not isinstance(m.get("model"), str):
+        ref = m.get("model") if isinstance(m, dict) else m
+        if not isinstance(ref, str):
+            return None  # a long form: the merge numbers its slots, not this guess
+        if ref == base:
             continue
-        own = _density(m.get("parameters"))
-        d = own if own is not None else default
-        files = local_weights(m["model"])
-        if d is not None and files and m["model"] != base:
-            models.append((files, d))
-    return (base_files, models) if models else None
+        slot += 1
+        own = _density(m.get("parameters")) if isinstance(m, dict) else None
+        models.append((slot, local_weights(ref), own if own is not None else default))
+    return cfg, base_files, models
+
+
+def ties_inputs(path: Path) -> tuple[list[Path], list[tuple[list[Path], float]]] | None:
+    """The base's files and, per model with a scalar density, its files and density, of a
+    local `ties` config; None for anything else (see merge/early_stats.py)."""
+    got = _models(path, ("ties",))
+    if got is None:
+        return None
+    _, base, models = got
+    out = [(files, d) for _, files, d in models if files and d is not None]
+    return (base, out) if out else None
+
+
+def dare_inputs(
+    path: Path,
+) -> tuple[list[Path], list[tuple[list[Path], tuple[int, float]]], int] | None:
+    """The base's files, per model with a scalar density its files and (slot, density), and
+    the seed, of a local `dare_ties` or `dare_linear` config that rescales (the default);
+    None for anything else (see merge/early_stats.py)."""
+    got = _models(path, ("dare_ties", "dare_linear"))
+    if got is None:
+        return None
+    cfg, base, models = got
+    params = cfg.get("parameters")
+    rescale = params.get("rescale", True) if isinstance(params, dict) else True
+    seed = cfg.get("seed", 0)
+    if rescale is not True or type(seed) is not int:  # no sums to compute, or not our seed
+        return None
+    out = [(files, (slot, d)) for slot, files, d in models if files and d is not None]
+    return (base, out, seed) if out else None
 
 
 def _words(args: list[str]) -> list[str]:
@@ -104,20 +137,34 @@ def sources(args: list[str]) -> list[Path]:
     return [f for r in refs for f in local_weights(r)]
 
 
-def ties_stats(args: list[str]) -> tuple[list[Path], list[tuple[list[Path], float]]] | None:
-    """What `merge/early_stats.py` can compute ahead for the command line: a `merge` of a
-    local ties config without a coefficient grid (`--param` may set the densities)."""
+def _merge_config(args: list[str]) -> Path | None:
+    """The config of a `merge` command line whose statistics can be computed ahead: no
+    coefficient grid (`--param` may set the densities)."""
     if not args or args[0] != "merge" or "--help" in args:
         return None
     if any(a == "--param" or a.startswith("--param=") for a in args):
         return None
     words = _words(args)
-    return ties_inputs(Path(words[0])) if words else None
+    return Path(words[0]) if words else None
+
+
+def ties_stats(args: list[str]) -> tuple[list[Path], list[tuple[list[Path], float]]] | None:
+    """What `merge/early_stats.py` can compute ahead for a `merge` of a local ties config."""
+    path = _merge_config(args)
+    return ties_inputs(path) if path is not None else None
+
+
+def dare_stats(
+    args: list[str],
+) -> tuple[list[Path], list[tuple[list[Path], tuple[int, float]]], int] | None:
+    """What `merge/early_stats.py` can compute ahead for a `merge` of a local DARE config."""
+    path = _merge_config(args)
+    return dare_inputs(path) if path is not None else None
 
 
 def start(args: list[str]) -> None:
-    """Begin hashing the sources of the command line `args` in the background, and a ties
-    merge's statistics (merge/early_stats.py)."""
+    """Begin hashing the sources of the command line `args` in the background, and a ties or
+    DARE merge's statistics (merge/early_stats.py)."""
     with contextlib.suppress(Exception):  # the command reads and judges them itself
         files = sources(args)
         if files:
@@ -130,3 +177,9 @@ def start(args: list[str]) -> None:
             from mergekit_sg.merge.early_stats import start_ties
 
             start_ties(*ties)
+            return
+        dare = dare_stats(args)
+        if dare is not None:
+            from mergekit_sg.merge.early_stats import start_dare
+
+            start_dare(*dare)

@@ -1,26 +1,31 @@
-"""A TIES merge's statistics computed ahead, while Python imports torch.
+"""A TIES or DARE merge's statistics computed ahead, while Python imports torch.
 
 A TIES merge needs, per tensor and fine-tune, the exact set of the density * n largest
 |theta_i - theta_base| (the magnitude top set: its threshold v, the count of kept elements
-equal to v and where they end, the cut). That statistics pass reads every input once more and
-costs about as much CPU as the merge's own chunk kernel; on 2 cores it runs beside the chunk
-compute and sets the pace of the merge. The one stretch where a core waits is the start: the
-interpreter imports torch (1.5-3 s) on one core. The top sets need no torch (the safetensors
-headers, the inputs mapped from the page cache, the C kernels and numpy: `methods/tops.py`),
-so `sgmerge merge CONFIG` starts this pass from `cli/early.py` before torch is imported.
+equal to v and where they end, the cut); a DARE merge with rescale needs, per tensor and
+fine-tune, the sums sum |tau_i| and sum |tau_i| * keep_i over its seeded Bernoulli draw (and
+keeps the drawn mask as bits for the chunk kernel). Either statistics pass reads every input
+once more and costs about as much CPU as the merge's own chunk kernel; on 2 cores it runs
+beside the chunk compute and sets the pace of the merge. The one stretch where a core waits
+is the start: the interpreter imports torch (1.5-3 s) on one core. These statistics need no
+torch (the safetensors headers, the inputs mapped from the page cache, the C kernels and
+numpy: `methods/tops.py`, `methods/draws.py`), so `sgmerge merge CONFIG` starts this pass
+from `cli/early.py` before torch is imported.
 
 What it computes is a pure function of the bytes: the top set of the c largest of
-|x - base| for a base tensor and an input tensor (each named by the file's identity, the
-tensor's byte offset and length, and its dtype) and a count c. The merge's statistics step
-asks for each (base, input, n, c) it needs and takes the result where this pass has it (or
-waits for one in flight); anything else it computes itself as before, and this pass then skips
-it. A config this pass reads differently from the merge (per-tensor rules, gradients) at worst
-computes sets nobody asks for; a set is never used for another key. Best effort throughout:
-any failure here leaves the statistics to the merge."""
+|x - base|, or the DARE sums of a draw's key and threshold, for a base tensor and an input
+tensor (each named by the file's identity, the tensor's byte offset and length, and its
+dtype). The merge's statistics step asks for each key it needs and takes the result where
+this pass has it (or waits for one in flight); anything else it computes itself as before,
+and this pass then skips it. A config this pass reads differently from the merge (per-tensor
+rules, gradients, another slot numbering) at worst computes results nobody asks for; a result
+is never used for another key. Best effort throughout: any failure here leaves the statistics
+to the merge."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import mmap
 import os
@@ -36,12 +41,15 @@ from typing import Any
 import numpy as np
 
 from mergekit_sg.merge.methods import native
+from mergekit_sg.merge.methods.draws import dare_key, dare_threshold, keep_bits
 from mergekit_sg.merge.methods.select import BRACKET_MIN, TopSet
 
 # (st_dev, st_ino, size, mtime_ns) of the file, the tensor's absolute byte offset and length,
 # and its kernel dtype code: where a tensor's bytes are, as both sides can name it
 Loc = tuple[int, int, int, int, int, int, int]
-Key = tuple[Loc, Loc, int, int]  # (base, input, n, c)
+# ("top", base, input, n, c): the top set of the c largest |input - base| of n elements;
+# ("dare", base, input, n, key, t): DARE's (sum |d|, sum |d| * keep, keep bits or None)
+Key = tuple[Any, ...]
 
 CODES = {"F32": native.DT_F32, "BF16": native.DT_BF16}  # safetensors dtype -> kernel code
 MAX_HEADER = 100 << 20  # a safetensors header larger than this is not read here
@@ -57,16 +65,18 @@ class _Registry:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.done: dict[Key, TopSet | None] = {}
+        self.done: dict[Key, Any] = {}
         self.flight: dict[Key, threading.Event] = {}
         self.skip: set[Key] = set()
         self.hits = 0  # sets the merge took from here (tests and benchmarks read it)
         self.active = 0  # passes running: only then does a key asked for need remembering
+        self.asked = False  # whether a merge has asked for a result since the pass began
 
     def begin(self) -> None:
         with self.lock:
             if not self.active:  # sets of an earlier pass nobody took: stale now
                 self.done.clear()
+                self.asked = False
             self.active += 1
 
     def end(self) -> None:
@@ -83,17 +93,18 @@ class _Registry:
             self.flight[key] = threading.Event()
             return True
 
-    def publish(self, key: Key, value: TopSet | None) -> None:
+    def publish(self, key: Key, value: Any) -> None:
         with self.lock:
             self.done[key] = value
             ev = self.flight.pop(key, None)
         if ev is not None:
             ev.set()
 
-    def take(self, key: Key) -> tuple[bool, TopSet | None]:
-        """(True, the set) where this pass computed it (waiting for one in flight); else
+    def take(self, key: Key) -> tuple[bool, Any]:
+        """(True, the result) where this pass computed it (waiting for one in flight); else
         (False, None), and this pass will not compute it."""
         with self.lock:
+            self.asked = True
             ev = self.flight.get(key)
             if ev is None and key not in self.done:
                 if self.active:
@@ -122,10 +133,18 @@ def file_id(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def take(base: Loc, x: Loc, n: int, c: int) -> tuple[bool, TopSet | None]:
+def take_top(base: Loc, x: Loc, n: int, c: int) -> tuple[bool, TopSet | None]:
     """The merge's question: the top set of the c largest of |x - base| (n elements), if this
     pass has it (see `_Registry.take`)."""
-    return REGISTRY.take((base, x, n, c))
+    return REGISTRY.take(("top", base, x, n, c))
+
+
+def take_dare(
+    base: Loc, x: Loc, n: int, key: int, t: int
+) -> tuple[bool, tuple[float, float, np.ndarray | None] | None]:
+    """The merge's question: DARE's (sum |x - base|, the same over the elements kept by the
+    draw of `key` and threshold `t`, the keep bits or None), if this pass has it."""
+    return REGISTRY.take(("dare", base, x, n, key, t))
 
 
 @dataclass(frozen=True)
@@ -169,33 +188,63 @@ def stored_tensors(files: list[Path]) -> dict[str, Stored]:
 
 @dataclass(frozen=True)
 class Job:
-    """One tensor's sets: the base tensor, and per sparsified input its tensor and counts."""
+    """One tensor's statistics: the base tensor, and per input its tensor and the keys of
+    the results this pass can file for it."""
 
     name: str
     n: int
     base: Stored
-    inputs: list[tuple[Stored, list[int]]]
+    inputs: list[tuple[Stored, list[Key]]]
 
 
-def ties_jobs(base: list[Path], models: list[tuple[list[Path], float]]) -> list[Job]:
-    """The sets a TIES merge of `models` (each its files and its density) onto `base` asks
-    for: every float tensor large enough for the bracket select, present with its shape in
-    the base and an input whose density is under 1, in the base's file order; the count of
-    an input is max(1, int(density * n)), as the merge's own statistics step has it."""
+def _jobs(
+    base: list[Path], models: list[tuple[list[Path], Any]], keys: Callable[..., list[Key]]
+) -> list[Job]:
+    """A job per float tensor large enough for the bracket select (smaller ones cost the merge
+    nothing), present with its shape in the base and an input, in the base's file order;
+    keys(name, n, base, input, model) -> that input's keys (none: the input is left out)."""
     b = stored_tensors(base)
-    ins = [(stored_tensors(files), d) for files, d in models if 0.0 < d < 1.0]
+    ins = [(stored_tensors(files), m) for files, m in models]
     jobs = []
     for name, st in sorted(b.items(), key=lambda kv: (str(kv[1].path), kv[1].loc[4])):
         if st.numel < BRACKET_MIN:
             continue
         inputs = [
-            (tensors[name], [max(1, int(d * st.numel))])
-            for tensors, d in ins
+            (tensors[name], ks)
+            for tensors, m in ins
             if name in tensors and tensors[name].numel == st.numel
+            if (ks := keys(name, st.numel, st, tensors[name], m))
         ]
         if inputs:
             jobs.append(Job(name, st.numel, st, inputs))
     return jobs
+
+
+def ties_jobs(base: list[Path], models: list[tuple[list[Path], float]]) -> list[Job]:
+    """The sets a TIES merge of `models` (each its files and its density) onto `base` asks
+    for, per input whose density is under 1; the count of an input is max(1, int(density *
+    n)), as the merge's own statistics step has it."""
+
+    def keys(name: str, n: int, b: Stored, x: Stored, d: float) -> list[Key]:
+        return [("top", b.loc, x.loc, n, max(1, int(d * n)))] if 0.0 < d < 1.0 else []
+
+    return _jobs(base, models, keys)
+
+
+def dare_jobs(
+    base: list[Path], models: list[tuple[list[Path], tuple[int, float]]], seed: int
+) -> list[Job]:
+    """The sums a DARE merge with rescale asks for: `models` are each input's files and its
+    (slot, density), the slot as the merge numbers it (1.. in config order, the base left
+    out), which names the draw with the seed and the tensor's name (`draws.dare_key`)."""
+
+    def keys(name: str, n: int, b: Stored, x: Stored, m: tuple[int, float]) -> list[Key]:
+        slot, d = m
+        if not 0.0 < d < 1.0:
+            return []
+        return [("dare", b.loc, x.loc, n, dare_key(seed, name, slot), dare_threshold(d))]
+
+    return _jobs(base, models, keys)
 
 
 class _Maps:
@@ -230,9 +279,63 @@ class _Maps:
             self.close_file(path)
 
 
-def run_jobs(jobs: list[Job], lib: Any, scan: Callable[..., Any]) -> None:
-    """Compute the sets of `jobs` in order (`scan`: methods.tops.scan_tops), each key claimed
-    first, published when done; a failure abandons what is left."""
+Compute = Callable[[Any, Job, dict[int, list[Key]]], list[Any]]
+
+
+def top_sets(scan: Callable[..., Any]) -> Compute:
+    """A job's top sets (`scan`: methods.tops.scan_tops): the claimed counts of every input
+    in one pass over the base and the inputs."""
+
+    def compute(maps: Any, job: Job, claimed: dict[int, list[Key]]) -> list[Any]:
+        base = maps.view(job.base)
+        xs = {j + 1: maps.view(job.inputs[j][0]) for j in claimed}
+        sizes = {j + 1: [k[4] for k in ks] for j, ks in claimed.items()}
+        tops = scan(native.lib(), base, xs, job.n, sizes, None)
+        return [top for j in claimed for top in tops[j + 1]]
+
+    return compute
+
+
+class Handover(Exception):
+    """Raised by a job's compute to end the pass: the merge computes the rest itself."""
+
+
+def dare_sums(maps: Any, job: Job, claimed: dict[int, list[Key]]) -> list[Any]:
+    """A job's DARE sums, every claimed input in one call over the whole tensors (the call the
+    merge makes for mapped inputs: the same sums to the bit), with the keep bits where
+    `draws.keep_bits` has room. Where it has none: before the merge has begun (torch still
+    importing, a core idle) the sums alone (the chunk kernel then draws the masks again);
+    once the merge asks, the pass ends (`Handover`): the merge's statistics run a bounded
+    number of tensors ahead of its chunks, so the bits they draw fit the budget as the merged
+    tensors' bits are freed, where this pass, unbounded, would take the budget from them."""
+    lib = native.lib()
+    b, bc = maps.view(job.base)
+    ks = [k for j in claimed for k in claimed[j]]
+    xs = [maps.view(job.inputs[j][0]) for j in claimed]
+    bits = [keep_bits((job.n + 7) // 8) for _ in ks]
+    if REGISTRY.asked and any(a is None for a in bits):
+        raise Handover
+    m = len(ks)
+    sums = np.zeros(2 * m, np.float64)
+    lib.gta_dare_sums_n(
+        b.ctypes.data,
+        bc,
+        (ctypes.c_void_p * m)(*[x.ctypes.data for x, _ in xs]),
+        (ctypes.c_int32 * m)(*[c for _, c in xs]),
+        (ctypes.c_uint64 * m)(*[k[4] for k in ks]),
+        (ctypes.c_uint64 * m)(*[k[5] for k in ks]),
+        m,
+        job.n,
+        0,
+        sums.ctypes.data,
+        (ctypes.c_void_p * m)(*[None if a is None else a.ctypes.data for a in bits]),
+    )
+    return [(float(sums[2 * i]), float(sums[2 * i + 1]), bits[i]) for i in range(m)]
+
+
+def run_jobs(jobs: list[Job], compute: Compute) -> None:
+    """Compute the results of `jobs` in order, each key claimed first, published when done;
+    a failure, or a `Handover`, abandons what is left."""
     maps = _Maps()
     claimed: list[Key] = []
     REGISTRY.begin()
@@ -243,29 +346,44 @@ def run_jobs(jobs: list[Job], lib: Any, scan: Callable[..., Any]) -> None:
             for st in [job.base, *(x for x, _ in job.inputs)]
         }
         for j, job in enumerate(jobs):
-            xs, sizes, keys = {}, {}, {}
-            for slot, (st, counts) in enumerate(job.inputs, start=1):
-                mine = [c for c in counts if REGISTRY.claim((job.base.loc, st.loc, job.n, c))]
-                if mine:
-                    keys[slot] = [(job.base.loc, st.loc, job.n, c) for c in mine]
-                    claimed += keys[slot]
-                    sizes[slot] = mine
-            if not keys:
-                continue
-            base = maps.view(job.base)
-            for slot in keys:
-                xs[slot] = maps.view(job.inputs[slot - 1][0])
-            tops = scan(lib, base, xs, job.n, sizes, None)
-            del base, xs
-            for slot, ks in keys.items():
-                for k, top in zip(ks, tops[slot], strict=True):
-                    REGISTRY.publish(k, top)
+            mine = {
+                slot: got
+                for slot, (_, ks) in enumerate(job.inputs)
+                if (got := [k for k in ks if REGISTRY.claim(k)])
+            }
+            for ks in mine.values():
+                claimed += ks
+            if mine:
+                values = compute(maps, job, mine)
+                for k, v in zip([k for ks in mine.values() for k in ks], values, strict=True):
+                    REGISTRY.publish(k, v)
             for path in [p for p, last in last_use.items() if last == j]:
                 maps.close_file(path)
+    except Handover:
+        pass
     finally:
         REGISTRY.abandon(claimed)
         REGISTRY.end()
         maps.close()
+
+
+def _start(jobs: Callable[[], list[Job]], compute: Callable[[], Compute]) -> threading.Thread:
+    """Run `jobs()` with `compute()` in a background thread, at SWITCH_INTERVAL."""
+
+    def work() -> None:
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        try:
+            with contextlib.suppress(Exception):
+                if native.lib() is not None:
+                    run_jobs(jobs(), compute())
+        finally:
+            if sys.getswitchinterval() == SWITCH_INTERVAL:  # nobody else changed it meanwhile
+                sys.setswitchinterval(old)
+
+    t = threading.Thread(target=work, name="sgmerge-early-stats", daemon=True)
+    t.start()
+    return t
 
 
 def start_ties(base: list[Path], models: list[tuple[list[Path], float]]) -> threading.Thread:
@@ -274,20 +392,17 @@ def start_ties(base: list[Path], models: list[tuple[list[Path], float]]) -> thre
     (built on a first use), then `run_jobs`. Best effort: any failure leaves the sets to the
     merge."""
 
-    def work() -> None:
+    def compute() -> Compute:
         from mergekit_sg.merge.methods.tops import scan_tops
 
-        old = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL)
-        try:
-            with contextlib.suppress(Exception):
-                lib = native.lib()
-                if lib is not None:
-                    run_jobs(ties_jobs(base, models), lib, scan_tops)
-        finally:
-            if sys.getswitchinterval() == SWITCH_INTERVAL:  # nobody else changed it meanwhile
-                sys.setswitchinterval(old)
+        return top_sets(scan_tops)
 
-    t = threading.Thread(target=work, name="sgmerge-early-stats", daemon=True)
-    t.start()
-    return t
+    return _start(lambda: ties_jobs(base, models), compute)
+
+
+def start_dare(
+    base: list[Path], models: list[tuple[list[Path], tuple[int, float]]], seed: int
+) -> threading.Thread:
+    """Begin the rescale sums of a DARE merge (`dare_jobs`) in a background thread, as
+    `start_ties` does."""
+    return _start(lambda: dare_jobs(base, models, seed), lambda: dare_sums)

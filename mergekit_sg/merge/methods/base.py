@@ -6,7 +6,6 @@ reader. The streaming executor owns all I/O; a method never opens a file."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
@@ -130,10 +129,3 @@ def stream_pass(read: Reader, slot: int, numel: int) -> Any:
     """(start, chunk) pairs of one slot's tensor in STATS_CHUNK pieces."""
     for s in range(0, numel, STATS_CHUNK):
         yield s, read(slot, s, min(STATS_CHUNK, numel - s))
-
-
-def tensor_seed(seed: int, name: str, block: int) -> int:
-    """A 63-bit generator seed from (seed, tensor name, block): random draws do not depend on
-    the chunking, the threads or the order tensors are visited in."""
-    h = hashlib.blake2b(f"{seed}\0{name}\0{block}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & ((1 << 63) - 1)

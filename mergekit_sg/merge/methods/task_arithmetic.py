@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import threading
-import weakref
 from collections.abc import Hashable
 from dataclasses import replace
 from functools import partial
@@ -41,8 +39,8 @@ from mergekit_sg.merge.methods.base import (
     Params,
     Reader,
     stream_pass,
-    tensor_seed,
 )
+from mergekit_sg.merge.methods.draws import dare_key, dare_threshold, keep_bits
 from mergekit_sg.merge.methods.select import (
     TopSet,
     resolve_cut,
@@ -109,17 +107,6 @@ def _lowbias32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def dare_key(seed: int, name: str, slot: int) -> int:
-    """The draw's key of one input's task vector of one tensor."""
-    return tensor_seed(seed, f"{name}#{slot}", 0)
-
-
-def dare_threshold(density: float) -> int:
-    """t = ceil(density * 2^24): a 24-bit draw r keeps its element when r < t, i.e. when
-    r / 2^24 < density (exact: density * 2^24 is exact in a double)."""
-    return math.ceil(density * (1 << 24))
-
-
 def dare_keep(ctx: ChunkCtx, slot: int, start: int, count: int, density: float) -> torch.Tensor:
     """The Bernoulli(density) keep mask (bool) of elements [start, start+count) of one input's
     task vector: element g is kept when draw(g) >> 8 < ceil(density * 2^24), with
@@ -138,35 +125,6 @@ def dare_keep(ctx: ChunkCtx, slot: int, start: int, count: int, density: float) 
     h = _lowbias32((g & _M32) ^ (key & _M32))
     h = _lowbias32(h ^ (key >> 32) ^ (((g >> 32) * 0x9E3779B9) & _M32))
     return (h >> 8) < t
-
-
-# DARE's keep masks are drawn once, in the statistics pass, and kept as bits (numel / 8 bytes
-# per input) for the chunk kernel, which then reads them instead of drawing them again (a
-# quarter to a third of its work, measured). The statistics run tensors ahead of the merge,
-# so the bits held at once are capped here; past the cap the chunk kernel draws the mask
-# again (the same bits).
-BITS_BUDGET = 64 << 20
-_bits_lock = threading.Lock()
-_bits_held = 0
-
-
-def _release_bits(nbytes: int) -> None:
-    global _bits_held
-    with _bits_lock:
-        _bits_held -= nbytes
-
-
-def _keep_bits(nbytes: int) -> np.ndarray | None:
-    """A buffer for one input's keep bits if the budget has room, else None; its bytes count
-    against BITS_BUDGET until it is freed."""
-    global _bits_held
-    with _bits_lock:
-        if _bits_held + nbytes > BITS_BUDGET:
-            return None
-        _bits_held += nbytes
-    arr = np.empty(nbytes, np.uint8)
-    weakref.finalize(arr, _release_bits, nbytes)
-    return arr
 
 
 def _address(arr: np.ndarray | None) -> int | None:
@@ -297,7 +255,7 @@ class TaskArithmeticFamily(Method):
         misses, |tau| is written into a float32 buffer of the tensor first (a buffer reused
         from tensor to tensor) and scanned, or partitioned (NaN, a missed bracket). DARE's
         rescale sums are one pass with the draw, over all inputs at once; the drawn masks are
-        kept as bits for the chunk kernel while BITS_BUDGET has room, else drawn again."""
+        kept as bits for the chunk kernel while draws.BITS_BUDGET has room, else drawn again."""
         out: dict[int, _InputStats] = {}
         n = ctx.numel
         act = self._active(p)
@@ -378,19 +336,25 @@ class TaskArithmeticFamily(Method):
         dare: dict[int, np.ndarray] = {}
         bits: dict[int, np.ndarray | None] = {}
         if not mag and rescale and act:  # DARE: l1 and kept sums and the keep bits, per input
-            bits = {i: _keep_bits((n + 7) // 8) for i in act}
+            draw = {
+                i: (dare_key(ctx.seed, ctx.name, i), dare_threshold(p.per_input[i].density))  # type: ignore[union-attr]
+                for i in act
+            }
+            mapped_in = [i for i in act if whole(i) is not None] if whole(0) is not None else []
+            for i, (l1, kept, b) in _dare_ahead(read, {i: draw[i] for i in mapped_in}, n).items():
+                dare[i], bits[i] = np.array([l1, kept]), b
             groups = [
-                [i for i in act if whole(i) is not None],
-                [i for i in act if whole(i) is None],
+                [i for i in mapped_in if i not in dare],
+                [i for i in act if i not in mapped_in],
             ]
-            for g in groups if whole(0) is not None else [act]:
+            for g in groups:
                 if not g:
                     continue
+                for i in g:
+                    bits[i] = keep_bits((n + 7) // 8)
                 sums = np.zeros(2 * len(g), np.float64)
-                keys = (ctypes.c_uint64 * len(g))(*[dare_key(ctx.seed, ctx.name, i) for i in g])
-                ts = (ctypes.c_uint64 * len(g))(
-                    *[dare_threshold(p.per_input[i].density) for i in g]  # type: ignore[union-attr]
-                )
+                keys = (ctypes.c_uint64 * len(g))(*[draw[i][0] for i in g])
+                ts = (ctypes.c_uint64 * len(g))(*[draw[i][1] for i in g])
                 bp = (ctypes.c_void_p * len(g))(*[_address(bits[i]) for i in g])
                 for s, c, ptrs, _keep in pieces(g):
                     xp = (ctypes.c_void_p * len(g))(*[q[0] for q in ptrs[1:]])
@@ -672,30 +636,49 @@ class TaskArithmeticFamily(Method):
         return mixed.add_(base)
 
 
+def _locations(read: Reader, slots: list[int]) -> dict[int, early_stats.Loc]:
+    """Where the stored bytes of the base and `slots` are, as `early_stats` names them
+    (file identity, offset, length, dtype code); empty where the base's are not known."""
+    stored_at = getattr(read, "stored_at", None)
+    out: dict[int, early_stats.Loc] = {}
+    for k in (0, *slots):
+        got = stored_at(k) if stored_at is not None else None
+        if got is None or got[3] not in _CODES:
+            if k == 0:
+                return {}
+            continue
+        st, offset, nbytes, dtype = got
+        out[k] = (*early_stats.file_id(st), offset, nbytes, _CODES[dtype])
+    return out
+
+
 def _computed_ahead(read: Reader, sizes: dict[int, list[int]], n: int) -> dict[int, list[Any]]:
     """The top sets `early_stats` computed ahead (while torch was imported) for these inputs,
     where it has every set of an input: the same function of the same bytes as `_scan_tops`
     (looked up by where the bytes are, n and the count), so the same sets."""
-    stored_at = getattr(read, "stored_at", None)
-
-    def location(k: int) -> early_stats.Loc | None:
-        got = stored_at(k) if stored_at is not None else None
-        if got is None or got[3] not in _CODES:
-            return None
-        st, offset, nbytes, dtype = got
-        return (*early_stats.file_id(st), offset, nbytes, _CODES[dtype])
-
-    base = location(0)
-    if base is None:
-        return {}
+    locs = _locations(read, list(sizes))
     out: dict[int, list[Any]] = {}
     for i, counts in sizes.items():
-        x = location(i)
-        if x is None:
-            continue
-        got = [early_stats.take(base, x, n, c) for c in counts]
-        if all(found for found, _ in got):
-            out[i] = [top for _, top in got]
+        if 0 in locs and i in locs:
+            got = [early_stats.take_top(locs[0], locs[i], n, c) for c in counts]
+            if all(found for found, _ in got):
+                out[i] = [top for _, top in got]
+    return out
+
+
+def _dare_ahead(
+    read: Reader, draws: dict[int, tuple[int, int]], n: int
+) -> dict[int, tuple[float, float, np.ndarray | None]]:
+    """DARE's sums (and keep bits) that `early_stats` computed ahead for the inputs of
+    `draws` (slot -> the draw's key and threshold): the same whole-tensor kernel call over the
+    same bytes as the merge's own for mapped inputs, so the same sums to the bit."""
+    locs = _locations(read, list(draws))
+    out = {}
+    for i, (key, t) in draws.items():
+        if 0 in locs and i in locs:
+            found, got = early_stats.take_dare(locs[0], locs[i], n, key, t)
+            if found:
+                out[i] = got
     return out
 
 
