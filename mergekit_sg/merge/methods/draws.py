@@ -35,8 +35,12 @@ def dare_threshold(density: float) -> int:
 # per input) for the chunk kernel, which then reads them instead of drawing them again (a
 # quarter to a third of its work, measured). The statistics run tensors ahead of the merge,
 # so the bits held at once are capped here; past the cap the chunk kernel draws the mask
-# again (the same bits).
-BITS_BUDGET = 64 << 20
+# again (the same bits, in its block loops: ~2x its fused time). The cap is sized for the
+# statistics computed while torch imports (`merge/early_stats.py`), which run far ahead of
+# the merge: at 1.1B, ~120 of 312 input-tensors by the end of the import, ~100 MB of bits;
+# at 64 MB a third of those went without (RESULTS.md run Y). Peak anonymous memory stays
+# flat in model size: the cap plus what the merge holds without it.
+BITS_BUDGET = 128 << 20
 _lock = threading.Lock()
 _held = 0
 
