@@ -57,11 +57,10 @@ def _density(params: object) -> float | None:
     return float(d) if isinstance(d, (int, float)) and not isinstance(d, bool) else None
 
 
-def _models(path: Path, methods: tuple[str, ...]) -> tuple[dict, list[Path], list] | None:
-    """(the config, the base's files, per model other than the base: its slot as the merge
-    numbers it (1.. in config order), its files or [], its scalar density or None) of a
-    local config of one of `methods`; None for anything else."""
-    cfg = _read_config(path)
+def _models(cfg: dict | None, methods: tuple[str, ...]) -> tuple[list[Path], list] | None:
+    """(the base's files, per model other than the base: its slot as the merge numbers it
+    (1.. in config order), its files or [], its scalar density or None) of a config of one
+    of `methods` with a local base; None for anything else."""
     if cfg is None or cfg.get("merge_method") not in methods:
         return None
     base = cfg.get("base_model")
@@ -79,18 +78,38 @@ def _models(path: Path, methods: tuple[str, ...]) -> tuple[dict, list[Path], lis
         slot += 1
         own = _density(m.get("parameters")) if isinstance(m, dict) else None
         models.append((slot, local_weights(ref), own if own is not None else default))
-    return cfg, base_files, models
+    return base_files, models
+
+
+def _ties(cfg: dict | None) -> tuple[list[Path], list[tuple[list[Path], float]]] | None:
+    got = _models(cfg, ("ties",))
+    if got is None:
+        return None
+    base, models = got
+    out = [(files, d) for _, files, d in models if files and d is not None]
+    return (base, out) if out else None
+
+
+def _dare(
+    cfg: dict | None,
+) -> tuple[list[Path], list[tuple[list[Path], tuple[int, float]]], int] | None:
+    got = _models(cfg, ("dare_ties", "dare_linear"))
+    if got is None or cfg is None:
+        return None
+    base, models = got
+    params = cfg.get("parameters")
+    rescale = params.get("rescale", True) if isinstance(params, dict) else True
+    seed = cfg.get("seed", 0)
+    if rescale is not True or type(seed) is not int:  # no sums to compute, or not our seed
+        return None
+    out = [(files, (slot, d)) for slot, files, d in models if files and d is not None]
+    return (base, out, seed) if out else None
 
 
 def ties_inputs(path: Path) -> tuple[list[Path], list[tuple[list[Path], float]]] | None:
     """The base's files and, per model with a scalar density, its files and density, of a
     local `ties` config; None for anything else (see merge/early_stats.py)."""
-    got = _models(path, ("ties",))
-    if got is None:
-        return None
-    _, base, models = got
-    out = [(files, d) for _, files, d in models if files and d is not None]
-    return (base, out) if out else None
+    return _ties(_read_config(path))
 
 
 def dare_inputs(
@@ -99,17 +118,7 @@ def dare_inputs(
     """The base's files, per model with a scalar density its files and (slot, density), and
     the seed, of a local `dare_ties` or `dare_linear` config that rescales (the default);
     None for anything else (see merge/early_stats.py)."""
-    got = _models(path, ("dare_ties", "dare_linear"))
-    if got is None:
-        return None
-    cfg, base, models = got
-    params = cfg.get("parameters")
-    rescale = params.get("rescale", True) if isinstance(params, dict) else True
-    seed = cfg.get("seed", 0)
-    if rescale is not True or type(seed) is not int:  # no sums to compute, or not our seed
-        return None
-    out = [(files, (slot, d)) for slot, files, d in models if files and d is not None]
-    return (base, out, seed) if out else None
+    return _dare(_read_config(path))
 
 
 def _words(args: list[str]) -> list[str]:
@@ -172,14 +181,14 @@ def start(args: list[str]) -> None:
 
             hash_ahead(files)
     with contextlib.suppress(Exception):
-        ties = ties_stats(args)
+        path = _merge_config(args)
+        cfg = _read_config(path) if path is not None else None  # read once for both
+        ties, dare = _ties(cfg), _dare(cfg)
         if ties is not None:
             from mergekit_sg.merge.early_stats import start_ties
 
             start_ties(*ties)
-            return
-        dare = dare_stats(args)
-        if dare is not None:
+        elif dare is not None:
             from mergekit_sg.merge.early_stats import start_dare
 
             start_dare(*dare)

@@ -659,7 +659,7 @@ def _computed_ahead(read: Reader, sizes: dict[int, list[int]], n: int) -> dict[i
     locs = _locations(read, list(sizes))
     out: dict[int, list[Any]] = {}
     for i, counts in sizes.items():
-        if 0 in locs and i in locs:
+        if i in locs:  # (then the base's too)
             got = [early_stats.take_top(locs[0], locs[i], n, c) for c in counts]
             if all(found for found, _ in got):
                 out[i] = [top for _, top in got]
@@ -675,7 +675,7 @@ def _dare_ahead(
     locs = _locations(read, list(draws))
     out = {}
     for i, (key, t) in draws.items():
-        if 0 in locs and i in locs:
+        if i in locs:  # (then the base's too)
             found, got = early_stats.take_dare(locs[0], locs[i], n, key, t)
             if found:
                 out[i] = got
